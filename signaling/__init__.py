@@ -1,0 +1,51 @@
+"""Signaling: the WebSocket protocol, the call state machine, routing and the switchboard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from signaling.callstore import CallStore
+from signaling.handlers import HANDLERS
+from signaling.routing import InMemoryRouting, Routing
+from signaling.session import SignalingContext, handler_table
+from signaling.socket import SIGNALING_KEY, websocket_handler
+from signaling.switchboard import CALL_CHANGED, Switchboard, Timing
+from talk.db import SESSIONMAKER_KEY
+from talk.secret import SECRET_KEY, subkey
+from talk.settings import SETTINGS_KEY
+
+CALLSTORE_KEY = web.AppKey("callstore", CallStore)
+ROUTING_KEY = web.AppKey("routing", Routing)
+
+
+async def signaling_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    routing = app.get(ROUTING_KEY) or InMemoryRouting()
+    switchboard = Switchboard(routing, Timing(settings.ring_timeout, settings.max_queue_wait))
+    store = CallStore(app[SESSIONMAKER_KEY])
+    switchboard.events.on(CALL_CHANGED, store.record)
+    store.start()
+    app[CALLSTORE_KEY] = store
+    app[SIGNALING_KEY] = SignalingContext(
+        switchboard=switchboard,
+        sessionmaker=app[SESSIONMAKER_KEY],
+        handlers=handler_table(HANDLERS),
+        visitor_key=subkey(app[SECRET_KEY], "visitor-token"),
+        ice_servers=list(settings.ice_servers),
+        max_message_bytes=settings.ws_max_message_bytes,
+        ring_timeout=settings.ring_timeout,
+    )
+    yield
+    await switchboard.shutdown()
+    await store.stop()
+
+
+def setup_signaling(app: web.Application) -> None:
+    """Needs the database context before it (setup_database)."""
+    app.cleanup_ctx.append(signaling_ctx)
+    app.router.add_get("/ws/v1", websocket_handler, name="ws")
+
+
+__all__ = ["setup_signaling", "SIGNALING_KEY", "CALLSTORE_KEY", "ROUTING_KEY"]

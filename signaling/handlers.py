@@ -1,0 +1,147 @@
+"""Handlers of the client messages, one per type (docs/protocol.md). Each returns the result payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+from signaling.call import Call
+from signaling.protocol import (
+    BUSY, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallHangup, CallStart, Hello, Ping, ProtocolError,
+    RtcAnswer, RtcCandidate, RtcOffer, event,
+)
+from signaling.session import AGENT, CALLER, Session, handles
+from signaling.switchboard import AgentLink
+from signaling.visitors import issue_visitor, verify_visitor
+from talk import directory
+from talk.models import Account
+
+
+def _queue_json(queue: directory.QueueInfo) -> dict[str, str]:
+    return {"name": queue.name, "display_name": queue.display_name}
+
+
+@handles(Hello, CALLER, AGENT, before_hello=True)
+async def hello(session: Session, msg: Hello) -> dict[str, Any]:
+    if session.role == CALLER:
+        return await _caller_hello(session, msg)
+    return await _agent_hello(session)
+
+
+async def _caller_hello(session: Session, msg: Hello) -> dict[str, Any]:
+    key = session.context.visitor_key
+    visitor_id = verify_visitor(key, msg.visitor_token)
+    token = msg.visitor_token
+    if visitor_id is None:
+        visitor_id, token = issue_visitor(key)
+    async with session.context.sessionmaker() as db:
+        queues = await directory.site_queues(db, session.site.id)
+    session.visitor_id = visitor_id
+    session.hello_done = True
+    return {
+        "visitor_id": visitor_id,
+        "visitor_token": token,
+        "ice_servers": session.context.ice_servers,
+        "queues": [_queue_json(q) for q in queues],
+    }
+
+
+async def _agent_hello(session: Session) -> dict[str, Any]:
+    async with session.context.sessionmaker() as db:
+        account = await db.get(Account, session.account_id)
+        queues = await directory.agent_queues(db, session.account_id)
+    link = AgentLink(account.id, account.name, session.send, session.close)
+    await session.context.switchboard.agent_online(link, queues)
+    session.agent_link = link
+    session.account_name = account.name
+    session.hello_done = True
+    return {
+        "account": {"id": account.id, "name": account.name, "email": account.email},
+        "queues": [_queue_json(q) for q in queues],
+        "available": False,
+        "ice_servers": session.context.ice_servers,
+        "ring_timeout": session.context.ring_timeout,
+    }
+
+
+@handles(Ping, CALLER, AGENT)
+async def ping(session: Session, msg: Ping) -> dict[str, Any]:
+    return {"pong": True}
+
+
+@handles(CallStart, CALLER)
+async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
+    switchboard = session.context.switchboard
+    current = switchboard.calls.get(session.active_call_id or "")
+    if current is not None and current.is_active:
+        raise ProtocolError(BUSY, f"call {current.id} is still {current.state.value}; hang up first")
+    async with session.context.sessionmaker() as db:
+        queue = next((q for q in await directory.site_queues(db, session.site.id) if q.name == msg.queue), None)
+    if queue is None:
+        raise ProtocolError(NOT_FOUND, f"this site has no queue {msg.queue!r}")
+    page = msg.page
+    call = Call(
+        site_id=session.site.id,
+        queue_id=queue.id,
+        visitor_id=session.visitor_id,
+        page_url=page.url if page else "",
+        page_title=page.title if page else "",
+        page_referrer=page.referrer if page else "",
+    )
+    session.active_call_id = call.id
+    await switchboard.start_call(call, queue, session.send)
+    reason = call.end_reason.value if call.end_reason else None
+    return {"call_id": call.id, "state": call.state.value, "reason": reason}
+
+
+@handles(CallHangup, CALLER, AGENT)
+async def call_hangup(session: Session, msg: CallHangup) -> None:
+    if session.role == CALLER:
+        await session.context.switchboard.caller_hangup(msg.call_id, session.visitor_id)
+    else:
+        await session.context.switchboard.agent_hangup(msg.call_id, session.account_id)
+
+
+@handles(CallAnswer, AGENT)
+async def call_answer(session: Session, msg: CallAnswer) -> None:
+    await session.context.switchboard.answer(msg.call_id, session.account_id)
+
+
+@handles(CallDecline, AGENT)
+async def call_decline(session: Session, msg: CallDecline) -> None:
+    await session.context.switchboard.decline(msg.call_id, session.account_id)
+
+
+@handles(AgentAvailable, AGENT)
+async def agent_available(session: Session, msg: AgentAvailable) -> dict[str, Any]:
+    available = await session.context.switchboard.set_available(session.account_id, msg.available)
+    return {"available": available}
+
+
+async def _relay(session: Session, call_id: str, message: dict[str, Any]) -> None:
+    if session.role == AGENT:
+        await session.context.switchboard.relay(call_id, message, agent_id=session.account_id)
+    else:
+        await session.context.switchboard.relay(call_id, message, visitor_id=session.visitor_id)
+
+
+@handles(RtcOffer, CALLER)
+async def rtc_offer(session: Session, msg: RtcOffer) -> None:
+    await _relay(session, msg.call_id, event("rtc.offer", call_id=msg.call_id, sdp=msg.sdp))
+
+
+@handles(RtcAnswer, AGENT)
+async def rtc_answer(session: Session, msg: RtcAnswer) -> None:
+    await _relay(session, msg.call_id, event("rtc.answer", call_id=msg.call_id, sdp=msg.sdp))
+
+
+@handles(RtcCandidate, CALLER, AGENT)
+async def rtc_candidate(session: Session, msg: RtcCandidate) -> None:
+    candidate = msg.candidate.model_dump(exclude_none=True) if msg.candidate else None
+    await _relay(session, msg.call_id, event("rtc.candidate", call_id=msg.call_id, candidate=candidate))
+
+
+HANDLERS = (
+    hello, ping, call_start, call_hangup, call_answer, call_decline, agent_available, rtc_offer, rtc_answer,
+    rtc_candidate,
+)

@@ -1,0 +1,114 @@
+"""One signaling connection's logic, independent of the socket: parse, authorize, dispatch, reply.
+
+It takes an injected `send` callable, so unit tests drive it without a WebSocket (the socket handler in
+socket.py owns heartbeat, the bounded send queue and timeouts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from signaling.protocol import (
+    ALREADY_HELLO, FORBIDDEN, HELLO_REQUIRED, INTERNAL_ERROR, UNKNOWN_TYPE, Message, ProtocolError, error,
+    parse_envelope, result, validate,
+)
+from signaling.switchboard import AgentLink, Send, Switchboard
+from talk.directory import SiteInfo
+
+log = logging.getLogger(__name__)
+
+CALLER = "caller"
+AGENT = "agent"
+
+Handler = Callable[["Session", Any], Awaitable[dict[str, Any] | None]]
+
+
+def handles(model: type[Message], *roles: str, before_hello: bool = False):
+    """Mark a coroutine as the handler of one message type, for the given roles."""
+
+    def mark(fn: Handler) -> Handler:
+        fn.message_model = model  # type: ignore[attr-defined]
+        fn.roles = frozenset(roles)  # type: ignore[attr-defined]
+        fn.before_hello = before_hello  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def handler_table(handlers: tuple[Handler, ...]) -> dict[str, Handler]:
+    table: dict[str, Handler] = {}
+    for fn in handlers:
+        name = fn.message_model.model_fields["type"].annotation.__args__[0]  # type: ignore[attr-defined]
+        if name in table:
+            raise ValueError(f"two handlers for {name}")
+        table[name] = fn
+    return table
+
+
+@dataclass(frozen=True)
+class SignalingContext:
+    """What every session needs from the app, bundled once at start-up."""
+
+    switchboard: Switchboard
+    sessionmaker: async_sessionmaker[AsyncSession]
+    handlers: dict[str, Handler]
+    visitor_key: bytes
+    ice_servers: list[dict[str, Any]]
+    max_message_bytes: int
+    ring_timeout: float
+
+
+@dataclass
+class Session:
+    context: SignalingContext
+    role: str
+    send: Send
+    close: Callable[[int], None]
+    site: SiteInfo | None = None  # callers
+    account_id: int | None = None  # agents
+    account_name: str = ""
+    hello_done: bool = False
+    visitor_id: str | None = None
+    active_call_id: str | None = None
+    agent_link: AgentLink | None = None
+
+    async def handle_text(self, raw: str | bytes) -> None:
+        msg_id: int | None = None
+        try:
+            data = parse_envelope(raw, self.context.max_message_bytes)
+            msg_id = data["id"]
+            reply = await self._dispatch(data)
+            self.send(result(msg_id, reply))
+        except ProtocolError as exc:
+            self.send(error(exc.msg_id if exc.msg_id is not None else msg_id, exc.code, exc.message))
+        except Exception:
+            # One bad message must never take the connection (or another call) down with it.
+            log.exception("signaling handler failed (role=%s)", self.role)
+            self.send(error(msg_id, INTERNAL_ERROR, "the server could not handle this message"))
+
+    async def _dispatch(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        handler = self.context.handlers.get(data["type"])
+        if handler is None:
+            raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {data['type'][:64]!r}")
+        if self.role not in handler.roles:  # type: ignore[attr-defined]
+            raise ProtocolError(FORBIDDEN, f"{data['type']} is not allowed for a {self.role}")
+        is_hello = handler.before_hello  # type: ignore[attr-defined]
+        if is_hello and self.hello_done:
+            raise ProtocolError(ALREADY_HELLO, "hello was already sent on this connection")
+        if not is_hello and not self.hello_done:
+            raise ProtocolError(HELLO_REQUIRED, "send hello first")
+        message = validate(handler.message_model, data)  # type: ignore[attr-defined]
+        return await handler(self, message)
+
+    async def closed(self) -> None:
+        """The connection is gone: its call ends, its agent goes off duty."""
+        switchboard = self.context.switchboard
+        if self.active_call_id is not None:
+            await switchboard.caller_gone(self.active_call_id)
+        if self.agent_link is not None:
+            await switchboard.agent_offline(self.agent_link)

@@ -1,0 +1,164 @@
+"""The `talk` command: run the server, run the demo, migrate the database, and admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from talk import directory
+from talk.app import create_app
+from talk.db import create_engine, upgrade_schema
+from talk.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
+from talk.settings import Settings
+from talk.types import Role
+
+
+def _settings(args: argparse.Namespace, **extra) -> Settings:
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir)) if v is not None}
+    return Settings(**overrides, **extra)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=_banner(settings))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    settings = _settings(args, demo=True)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=_demo_banner(settings))
+
+
+def _base_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return settings.public_url.rstrip("/") or f"http://{host}:{settings.port}"
+
+
+def _banner(settings: Settings) -> Callable[[str], None]:
+    def show(_default: str) -> None:
+        print(f"Talk is running at {_base_url(settings)} (data in {settings.data_dir}). Ctrl+C stops it.", flush=True)
+
+    return show
+
+
+def _demo_banner(settings: Settings) -> Callable[[str], None]:
+    def show(_default: str) -> None:
+        base = _base_url(settings)
+        print(f"Talk demo is running at {base}  (Ctrl+C stops it)", flush=True)
+        print(f"  Demo Shop (the shopper):   {base}/demo/", flush=True)
+        print(f"  Agent console:             {base}/console", flush=True)
+        for email, _name, role in DEMO_ACCOUNTS:
+            print(f"  {role.value:<9} login: {email} / {DEMO_PASSWORD}", flush=True)
+
+    return show
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(settings.resolved_database_url)
+    print("database schema is up to date")
+
+
+def _admin(args: argparse.Namespace, action: Callable[[AsyncSession], Awaitable[str]]) -> None:
+    settings = _settings(args)
+
+    async def run() -> str:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as db, db.begin():
+                return await action(db)
+        finally:
+            await engine.dispose()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(settings.resolved_database_url)
+    try:
+        print(asyncio.run(run()))
+    except directory.DirectoryError as exc:
+        sys.exit(f"talk: {exc}")
+
+
+def cmd_site_create(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        site = await directory.create_site(db, args.name, args.origin, key=args.key)
+        return f"site {site.name}: key {site.key}, secret {site.secret_key}, origins {', '.join(site.allowed_origins)}"
+
+    _admin(args, action)
+
+
+def cmd_queue_create(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        queue = await directory.create_queue(db, args.site, args.name, args.display_name)
+        return f"queue {queue.name} ({queue.display_name}) on site {args.site}"
+
+    _admin(args, action)
+
+
+def cmd_account_create(args: argparse.Namespace) -> None:
+    password = args.password or getpass.getpass("Password for the new account: ")
+    if len(password) < 8:
+        sys.exit("talk: the password must have at least 8 characters")
+
+    async def action(db: AsyncSession) -> str:
+        account = await directory.create_account(db, args.email, args.name or args.email, password, Role(args.role))
+        for ref in args.queue:
+            site_key, _, queue_name = ref.partition(":")
+            await directory.add_queue_member(db, site_key, queue_name, account.email)
+        return f"{account.role} account {account.email} (id {account.id})"
+
+    _admin(args, action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="talk", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", help="address to listen on (TALK_HOST)")
+    common.add_argument("--port", type=int, help="port to listen on (TALK_PORT)")
+    common.add_argument("--data-dir", type=Path, help="data directory (TALK_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", parents=[common], help="run the server").set_defaults(fn=cmd_serve)
+    sub.add_parser("demo", parents=[common], help="run the server with the Demo Shop and demo accounts").set_defaults(fn=cmd_demo)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", parents=[common], help="create or upgrade the schema").set_defaults(fn=cmd_db_upgrade)
+
+    site = sub.add_parser("site", help="sites that embed the widget").add_subparsers(dest="site_command", required=True)
+    p = site.add_parser("create", parents=[common], help="create a site")
+    p.add_argument("name")
+    p.add_argument("--origin", action="append", required=True, help="allowed origin, e.g. https://shop.example.com (repeatable)")
+    p.add_argument("--key", help="site key (default: generated)")
+    p.set_defaults(fn=cmd_site_create)
+
+    queue = sub.add_parser("queue", help="call queues").add_subparsers(dest="queue_command", required=True)
+    p = queue.add_parser("create", parents=[common], help="create a queue on a site")
+    p.add_argument("site", help="site key")
+    p.add_argument("name", help="queue name used by the widget, e.g. support")
+    p.add_argument("--display-name")
+    p.set_defaults(fn=cmd_queue_create)
+
+    account = sub.add_parser("account", help="console accounts").add_subparsers(dest="account_command", required=True)
+    p = account.add_parser("create", parents=[common], help="create an account")
+    p.add_argument("email")
+    p.add_argument("--name")
+    p.add_argument("--role", choices=[r.value for r in Role], default=Role.AGENT.value)
+    p.add_argument("--password", help="(default: asked for)")
+    p.add_argument("--queue", action="append", default=[], help="SITE_KEY:QUEUE this agent answers (repeatable)")
+    p.set_defaults(fn=cmd_account_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

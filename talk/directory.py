@@ -1,0 +1,137 @@
+"""Accounts, sites and queues: creating them (CLI, demo) and looking them up (login, signaling)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from talk.models import Account, Queue, QueueMember, Site
+from talk.types import Role
+
+_hasher = PasswordHasher()  # stateless configuration object, safe to share
+
+
+class DirectoryError(ValueError):
+    """Bad input to an admin operation (unknown site, duplicate email, malformed origin)."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    id: int
+    site_id: int
+    name: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    id: int
+    key: str
+    name: str
+    allowed_origins: tuple[str, ...]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def normalize_origin(origin: str) -> str:
+    """'https://Shop.example.com/' -> 'https://shop.example.com'; rejects anything that is not scheme://host[:port]."""
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise DirectoryError(f"not an origin (scheme://host[:port]): {origin!r}")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname.lower()}{port}"
+
+
+async def create_account(db: AsyncSession, email: str, name: str, password: str, role: Role) -> Account:
+    email = email.strip().lower()
+    if await db.scalar(select(Account).where(Account.email == email)):
+        raise DirectoryError(f"an account with e-mail {email} exists already")
+    account = Account(email=email, name=name, password_hash=hash_password(password), role=str(role), created_at=utcnow())
+    db.add(account)
+    await db.flush()
+    return account
+
+
+async def authenticate(db: AsyncSession, email: str, password: str) -> Account | None:
+    account = await db.scalar(select(Account).where(Account.email == email.strip().lower()))
+    if account is None:
+        _hasher.hash(password)  # spend the same time as a real check, so e-mails can't be probed by timing
+        return None
+    try:
+        _hasher.verify(account.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+    return account
+
+
+async def create_site(db: AsyncSession, name: str, origins: list[str], key: str | None = None) -> Site:
+    site = Site(
+        key=key or f"site_{secrets.token_urlsafe(12)}",
+        name=name,
+        secret_key=f"sk_{secrets.token_urlsafe(32)}",
+        allowed_origins=sorted({normalize_origin(o) for o in origins}),
+        created_at=utcnow(),
+    )
+    db.add(site)
+    await db.flush()
+    return site
+
+
+async def site_by_key(db: AsyncSession, key: str) -> Site:
+    site = await db.scalar(select(Site).where(Site.key == key))
+    if site is None:
+        raise DirectoryError(f"no site with key {key!r}")
+    return site
+
+
+async def create_queue(db: AsyncSession, site_key: str, name: str, display_name: str | None = None) -> Queue:
+    site = await site_by_key(db, site_key)
+    if await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == name)):
+        raise DirectoryError(f"site {site_key} has a queue {name!r} already")
+    queue = Queue(site_id=site.id, name=name, display_name=display_name or name.title(), created_at=utcnow())
+    db.add(queue)
+    await db.flush()
+    return queue
+
+
+async def add_queue_member(db: AsyncSession, site_key: str, queue_name: str, email: str) -> None:
+    site = await site_by_key(db, site_key)
+    queue = await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == queue_name))
+    account = await db.scalar(select(Account).where(Account.email == email.strip().lower()))
+    if queue is None or account is None:
+        raise DirectoryError(f"no queue {queue_name!r} on {site_key} or no account {email}")
+    await db.merge(QueueMember(queue_id=queue.id, account_id=account.id))
+
+
+async def load_site(db: AsyncSession, key: str) -> SiteInfo | None:
+    site = await db.scalar(select(Site).where(Site.key == key))
+    if site is None:
+        return None
+    return SiteInfo(site.id, site.key, site.name, tuple(site.allowed_origins))
+
+
+async def site_queues(db: AsyncSession, site_id: int) -> list[QueueInfo]:
+    rows = await db.scalars(select(Queue).where(Queue.site_id == site_id).order_by(Queue.name))
+    return [QueueInfo(q.id, q.site_id, q.name, q.display_name) for q in rows]
+
+
+async def agent_queues(db: AsyncSession, account_id: int) -> list[QueueInfo]:
+    rows = await db.scalars(
+        select(Queue).join(QueueMember, QueueMember.queue_id == Queue.id).where(QueueMember.account_id == account_id)
+    )
+    return [QueueInfo(q.id, q.site_id, q.name, q.display_name) for q in rows]

@@ -1,0 +1,64 @@
+"""Web: server-rendered pages (login, agent console, demo shop), static files and the widget's assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+import widget
+from talk.settings import SETTINGS_KEY
+from talk.types import CONSOLE_ROLES
+from talk.sessions import csrf_token
+from web.auth import login_page, login_submit, logout, require_account
+from web.demo import setup_demo_routes
+
+HERE = Path(__file__).parent
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def console(request: web.Request) -> web.Response:
+    account = await require_account(request, CONSOLE_ROLES)
+    context = {"account": account, "csrf_token": await csrf_token(request), "ws_path": "/ws/v1"}
+    return aiohttp_jinja2.render_template("console.html", request, context)
+
+
+WIDGET_DIR = Path(widget.__file__).parent
+
+
+async def widget_asset(request: web.Request) -> web.FileResponse:
+    """Only the widget's .js files, cached briefly so a new release reaches sites within minutes."""
+    path = WIDGET_DIR / request.match_info["name"]
+    if not path.is_file():
+        raise web.HTTPNotFound(text="no such widget file")
+    response = web.FileResponse(path, headers={"Cache-Control": "public, max-age=300"})
+    response.content_type = "application/javascript"
+    return response
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/demo/" if request.app[SETTINGS_KEY].demo else "/console")
+
+
+def setup_web(app: web.Application) -> None:
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+    router = app.router
+    router.add_get("/", home)
+    router.add_get("/healthz", healthz)
+    router.add_get("/login", login_page)
+    router.add_post("/login", login_submit)
+    router.add_post("/logout", logout)
+    router.add_get("/console", console)
+    router.add_static("/static", HERE / "static")
+    router.add_get(r"/widget/{name:[a-z][a-z0-9-]*\.js}", widget_asset)
+    if app[SETTINGS_KEY].demo:
+        setup_demo_routes(app)

@@ -1,0 +1,48 @@
+"""The Demo Shop at /demo/: a few pages with the widget embedded, served only in demo mode."""
+
+from __future__ import annotations
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from talk.demo import DEMO_QUEUE, DEMO_SITE_KEY
+
+PRODUCTS = (
+    {"slug": "blue-kettle", "name": "Blue Kettle", "price": "49.00",
+     "description": "A 1.7 litre kettle in enamelled steel that boils in three minutes."},
+    {"slug": "oak-chair", "name": "Oak Chair", "price": "189.00",
+     "description": "A solid oak dining chair, oiled, with a woven seat."},
+    {"slug": "linen-throw", "name": "Linen Throw", "price": "79.00",
+     "description": "Stonewashed linen, 130 by 170 cm, in sand and slate."},
+)
+
+
+def _context(**extra) -> dict:
+    return {"site_key": DEMO_SITE_KEY, "queue": DEMO_QUEUE, "products": PRODUCTS, **extra}
+
+
+async def index(request: web.Request) -> web.Response:
+    return aiohttp_jinja2.render_template("demo/index.html", request, _context())
+
+
+async def about(request: web.Request) -> web.Response:
+    return aiohttp_jinja2.render_template("demo/about.html", request, _context())
+
+
+async def product(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    item = next((p for p in PRODUCTS if p["slug"] == slug), None)
+    if item is None:
+        raise web.HTTPNotFound(text="No such product in the Demo Shop.")
+    return aiohttp_jinja2.render_template("demo/product.html", request, _context(product=item))
+
+
+async def to_index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/demo/")
+
+
+def setup_demo_routes(app: web.Application) -> None:
+    app.router.add_get("/demo", to_index)
+    app.router.add_get("/demo/", index, name="demo-index")
+    app.router.add_get("/demo/about", about, name="demo-about")
+    app.router.add_get("/demo/products/{slug}", product, name="demo-product")
