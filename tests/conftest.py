@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,9 +22,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def seeded_data_dir(tmp_path_factory) -> Path:
+    """One migrated, demo-seeded data dir per test run; each test gets a copy (hashing demo passwords is slow)."""
+    data_dir = tmp_path_factory.mktemp("seed")
+
+    async def seed() -> None:
+        app = create_app(Settings(data_dir=data_dir, demo=True))
+        runner_ctx = [ctx(app) for ctx in app.cleanup_ctx]
+        for ctx in runner_ctx:
+            await ctx.__anext__()
+        for ctx in reversed(runner_ctx):
+            await anext(ctx, None)
+
+    asyncio.run(seed())
+    return data_dir
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path, demo=True, port=free_port(), ring_timeout=5, hello_timeout=3)
+def settings(tmp_path, seeded_data_dir) -> Settings:
+    for name in ("talk.db", "secret.key"):
+        shutil.copy(seeded_data_dir / name, tmp_path / name)
+    return Settings(data_dir=tmp_path, demo=True, port=free_port(), ring_timeout=5, hello_timeout=1)
 
 
 @pytest.fixture
