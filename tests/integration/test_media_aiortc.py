@@ -14,6 +14,7 @@ import time
 
 import av
 import numpy as np
+import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
@@ -107,6 +108,14 @@ async def end_of_candidates(sender: Peer, receiver: Peer, receiver_pc: RTCPeerCo
     await receiver_pc.addIceCandidate(None)
 
 
+async def hear(caller_ear: Ear, agent_ear: Ear) -> None:
+    """Both sides receive at least FRAMES_NEEDED frames (one second of audio), or fail saying how far they got."""
+    try:
+        await asyncio.wait_for(asyncio.gather(caller_ear.heard_enough.wait(), agent_ear.heard_enough.wait()), TIMEOUT)
+    except TimeoutError:
+        pytest.fail(f"audio did not flow: caller got {caller_ear.frames} frames, agent {agent_ear.frames}")
+
+
 async def test_caller_and_agent_hear_each_others_tone(server, base_url, http, http2):
     await login(http2, base_url, "agent@demo.test")
     agent = await connect_agent(http2, base_url)
@@ -132,12 +141,14 @@ async def test_caller_and_agent_hear_each_others_tone(server, base_url, http, ht
         pcs.append(agent_pc)
         await agent_pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         await agent_pc.setLocalDescription(await agent_pc.createAnswer())
+        await agent.ok("rtc.answer", call_id=call_id, sdp=agent_pc.localDescription.sdp)
 
+        answer = await caller.next_event("rtc.answer", timeout=TIMEOUT)
+        await caller_pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         await end_of_candidates(caller, agent, agent_pc, call_id)
         await end_of_candidates(agent, caller, caller_pc, call_id)
 
-        await asyncio.wait_for(asyncio.gather(caller_ear.heard_enough.wait(), agent_ear.heard_enough.wait()), TIMEOUT)
-        assert caller_ear.frames >= FRAMES_NEEDED and agent_ear.frames >= FRAMES_NEEDED
+        await hear(caller_ear, agent_ear)
         assert abs(caller_ear.dominant_hz() - AGENT_HZ) < 20, "the caller should hear the agent's 880 Hz tone"
         assert abs(agent_ear.dominant_hz() - CALLER_HZ) < 20, "the agent should hear the caller's 440 Hz tone"
 
