@@ -7,7 +7,7 @@ from typing import Any
 
 from signaling.call import Call
 from signaling.protocol import (
-    BUSY, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallHangup, CallStart, Hello, Ping, ProtocolError,
+    BUSY, FORBIDDEN, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallHangup, CallStart, Hello, Ping, ProtocolError,
     RtcAnswer, RtcCandidate, RtcOffer, event,
 )
 from signaling.session import AGENT, CALLER, Session, handles
@@ -94,9 +94,18 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
     return {"call_id": call.id, "state": call.state.value, "reason": reason}
 
 
+def _own_call(session: Session, call_id: str) -> None:
+    """A caller acts only on the call started on this connection (not on one from another tab of theirs)."""
+    if session.active_call_id != call_id:
+        if session.context.switchboard.calls.get(call_id) is None:
+            raise ProtocolError(NOT_FOUND, f"no active call {call_id}")
+        raise ProtocolError(FORBIDDEN, "this call is not yours")
+
+
 @handles(CallHangup, CALLER, AGENT)
 async def call_hangup(session: Session, msg: CallHangup) -> None:
     if session.role == CALLER:
+        _own_call(session, msg.call_id)
         await session.context.switchboard.caller_hangup(msg.call_id, session.visitor_id)
     else:
         await session.context.switchboard.agent_hangup(msg.call_id, session.account_id)
@@ -122,6 +131,7 @@ async def _relay(session: Session, call_id: str, message: dict[str, Any]) -> Non
     if session.role == AGENT:
         await session.context.switchboard.relay(call_id, message, agent_id=session.account_id)
     else:
+        _own_call(session, call_id)
         await session.context.switchboard.relay(call_id, message, visitor_id=session.visitor_id)
 
 

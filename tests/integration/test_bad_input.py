@@ -122,6 +122,11 @@ async def test_a_caller_cannot_touch_someone_elses_call(server, base_url, http, 
         hello = await forged.ok("hello", visitor_token=owner.hello["visitor_id"] + ".forged")
         assert hello["visitor_id"] != owner.hello["visitor_id"]
         assert (await forged.request("call.hangup", call_id=call_id))["error"]["code"] == "forbidden"
+        # Even the same visitor on another connection (a second tab) cannot steer the call.
+        second_tab = await connect_caller(http, base_url, hello=False)
+        await second_tab.ok("hello", visitor_token=owner.hello["visitor_token"])
+        assert (await second_tab.request("call.hangup", call_id=call_id))["error"]["code"] == "forbidden"
+        await second_tab.close()
 
         # The owner's call is untouched and still works.
         await agent.ok("call.answer", call_id=call_id)
