@@ -1,0 +1,151 @@
+"""Browser end-to-end tests, plus `TalkDemo`: the real `talk demo` command run as a subprocess.
+
+`TalkDemo` lives here, not in conftest.py, so that tests without a browser (tests/integration/test_smoke_cli.py)
+can import it: this module imports nothing from Playwright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+# The fake microphones' tones (see conftest.py): what each side hears shows whose microphone it came from.
+CALLER_TONE_HZ = 440
+AGENT_TONE_HZ = 880
+
+# Straight to 127.0.0.1, whatever *_proxy variables the machine has.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str, module_level: bool = False) -> None:
+    """Skip on a developer machine; in CI a missing browser must fail, so the browser tests can never silently vanish."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: browser tests are required here)", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def talk_command() -> list[str]:
+    """The installed `talk` console script (next to this Python first), else the same CLI via `-m`."""
+    script = shutil.which("talk", path=str(Path(sys.executable).parent)) or shutil.which("talk")
+    return [script] if script else [sys.executable, "-m", "talk.cli"]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with _http.open(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class TalkDemo:
+    """`talk demo --port P --data-dir DIR` in a subprocess; stdout and stderr go to DIR/../talk-demo.log."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-talk-demo.log"
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "talk.db"
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> "TalkDemo":
+        """Start and wait for /healthz. Retries on a new port if another process took the free port meanwhile."""
+        for _ in range(3):
+            self.port = free_port()
+            self._spawn()
+            try:
+                self._wait_healthy(timeout)
+                return self
+            except _PortTaken:
+                continue
+        raise RuntimeError(f"talk demo could not bind a port in 3 attempts:\n{self.output()}")
+
+    def _spawn(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Hermetic: no TALK_* from the developer's shell (a TALK_DATABASE_URL or TALK_CONFIG would leak in).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALK_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = [*talk_command(), "demo", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.returncode = None
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self.base_url}/healthz"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                self.returncode = code
+                if "address already in use" in self.output().lower():
+                    raise _PortTaken()
+                raise RuntimeError(f"talk demo exited with code {code} before it was healthy:\n{self.output()}")
+            try:
+                status, body = http_get(url, timeout=1.0)
+                if status == 200 and json.loads(body) == {"status": "ok"}:
+                    return
+            except (OSError, ValueError):
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"talk demo was not healthy at {url} within {timeout:.0f} s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM (aiohttp shuts down gracefully), SIGKILL if it hangs. Returns the exit code."""
+        process = self.process
+        if process is None:
+            return self.returncode
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.returncode = process.returncode
+        self.process = None
+        return self.returncode
+
+
+class _PortTaken(Exception):
+    pass
