@@ -280,18 +280,20 @@ class Switchboard:
                 self._positions[call_id] = position
                 self._to_caller(self.calls[call_id], event("call.queued", call_id=call_id, position=position))
 
-    def _call_of_caller(self, call_id: str, visitor_id: str) -> Call:
+    def _active_call(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
         if call is None:
             raise ProtocolError(NOT_FOUND, f"no active call {call_id}")
+        return call
+
+    def _call_of_caller(self, call_id: str, visitor_id: str) -> Call:
+        call = self._active_call(call_id)
         if call.visitor_id != visitor_id:
             raise ProtocolError(FORBIDDEN, "this call is not yours")
         return call
 
     def _call_of_agent(self, call_id: str, agent_id: int) -> Call:
-        call = self.calls.get(call_id)
-        if call is None:
-            raise ProtocolError(NOT_FOUND, f"no active call {call_id}")
+        call = self._active_call(call_id)
         if call.agent_id != agent_id:
             raise ProtocolError(FORBIDDEN, "this call is not ringing or connected at your console")
         return call
