@@ -71,3 +71,10 @@ async def test_logout_needs_csrf_and_ends_the_session(server, base_url, http):
 async def test_healthz(server, base_url, http):
     async with http.get(f"{base_url}/healthz") as response:
         assert await response.json() == {"status": "ok"}
+
+
+async def test_console_and_login_pages_cannot_be_framed_or_run_foreign_scripts(server, base_url, http):
+    async with http.get(f"{base_url}/login") as response:
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
