@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from signaling.callstore import CallStore
 from signaling.handlers import HANDLERS
 from signaling.routing import InMemoryRouting, Routing
 from signaling.session import SignalingContext, handler_table
-from signaling.socket import SIGNALING_KEY, websocket_handler
+from signaling.socket import CONNECTIONS_KEY, SIGNALING_KEY, websocket_handler
 from signaling.switchboard import CALL_CHANGED, Switchboard, Timing
 from talk.db import SESSIONMAKER_KEY
 from talk.secret import SECRET_KEY, subkey
@@ -42,9 +42,21 @@ async def signaling_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.stop()
 
 
+async def close_connections(app: web.Application) -> None:
+    """Server stopping: end the live calls (stored as failed, both parties told), then close every signaling
+    WebSocket with 1001. Otherwise aiohttp waits up to its shutdown timeout (60 s) for clients that never hang up
+    (every console holds a socket), and a supervisor's SIGKILL meanwhile would leave those calls unrecorded."""
+    if SIGNALING_KEY in app:
+        await app[SIGNALING_KEY].switchboard.shutdown()
+    for close in list(app[CONNECTIONS_KEY]):
+        close(WSCloseCode.GOING_AWAY)
+
+
 def setup_signaling(app: web.Application) -> None:
     """Needs the database context before it (setup_database)."""
+    app[CONNECTIONS_KEY] = set()
     app.cleanup_ctx.append(signaling_ctx)
+    app.on_shutdown.append(close_connections)
     app.router.add_get("/ws/v1", websocket_handler, name="ws")
 
 

@@ -22,6 +22,8 @@ from talk.types import CONSOLE_ROLES
 log = logging.getLogger(__name__)
 
 SIGNALING_KEY = web.AppKey("signaling", SignalingContext)
+# The close(code) of every open signaling connection, so a stopping server can close them (signaling/__init__.py).
+CONNECTIONS_KEY = web.AppKey("signaling_connections", set)
 
 
 def own_origin(request: web.Request) -> str:
@@ -88,6 +90,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     writer = asyncio.create_task(_write(ws, outbox, close_code))
     hello_timer = asyncio.get_running_loop().call_later(
         settings.hello_timeout, lambda: None if session.hello_done else close(CLOSE_HELLO_TIMEOUT))
+    connections = request.app[CONNECTIONS_KEY]
+    connections.add(close)
     try:
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
@@ -97,6 +101,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             if close_code:
                 break
     finally:
+        connections.discard(close)
         hello_timer.cancel()
         await session.closed()
         close(1000)

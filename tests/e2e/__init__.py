@@ -62,10 +62,15 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 class TalkDemo:
-    """`talk demo --port P --data-dir DIR` in a subprocess; stdout and stderr go to DIR/../talk-demo.log."""
+    """`talk demo --port P --data-dir DIR` in a subprocess; stdout and stderr go to DIR/../talk-demo.log.
 
-    def __init__(self, data_dir: Path) -> None:
+    `env`: TALK_* settings for this server only (e.g. {"TALK_RING_TIMEOUT": "2"}), applied after the shell's
+    TALK_* variables have been removed.
+    """
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.env = dict(env or {})
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-talk-demo.log"
         self.port = 0
         self.process: subprocess.Popen | None = None
@@ -102,6 +107,7 @@ class TalkDemo:
         # Hermetic: no TALK_* from the developer's shell (a TALK_DATABASE_URL or TALK_CONFIG would leak in).
         env = {k: v for k, v in os.environ.items() if not k.startswith("TALK_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         cmd = [*talk_command(), "demo", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
@@ -145,6 +151,14 @@ class TalkDemo:
         self.returncode = process.returncode
         self.process = None
         return self.returncode
+
+
+    def kill(self) -> int | None:
+        """SIGKILL: the server vanishes without closing anything, as in a crash or a lost network."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+        return self.stop()
 
 
 class _PortTaken(Exception):

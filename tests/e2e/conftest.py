@@ -50,10 +50,18 @@ def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = 48000, 
 # ---------------------------------------------------------------- the product
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "talk_env(**settings): TALK_* environment for the test's `talk demo`, e.g. TALK_RING_TIMEOUT='2'")
+
+
 @pytest.fixture
-def talk_demo(tmp_path: Path) -> Iterator[TalkDemo]:
-    """A fresh `talk demo` per test (fresh database, nobody logged in). Its output is added to failure reports."""
-    demo = TalkDemo(tmp_path / "data").start()
+def talk_demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TalkDemo]:
+    """A fresh `talk demo` per test (fresh database, nobody logged in). Its output is added to failure reports.
+    `@pytest.mark.talk_env(TALK_RING_TIMEOUT="2")` starts it with those settings."""
+    marker = request.node.get_closest_marker("talk_env")
+    env = {name: str(value) for name, value in marker.kwargs.items()} if marker else {}
+    demo = TalkDemo(tmp_path / "data", env=env).start()
     try:
         yield demo
     finally:
@@ -100,11 +108,11 @@ def tone_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _launch(playwright, tone: Path):
+def _launch(playwright, tone: Path, flags: list[str] = CHROMIUM_FLAGS):
     return playwright.chromium.launch(
         executable_path=str(CHROMIUM),
         headless=True,
-        args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
+        args=[*flags, f"--use-file-for-fake-audio-capture={tone}"],
     )
 
 
@@ -118,6 +126,17 @@ def caller_browser(playwright, tone_files):
 @pytest.fixture(scope="module")
 def agent_browser(playwright, tone_files):
     browser = _launch(playwright, tone_files["agent"])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def unprompted_browser(playwright, tone_files):
+    """A caller's Chromium WITHOUT --use-fake-ui-for-media-stream: nothing auto-accepts the microphone prompt, so a
+    context that was not granted the microphone gets the browser's real denial (getUserMedia → NotAllowedError).
+    The fake device stays, so a granted context would still get a microphone."""
+    flags = [flag for flag in CHROMIUM_FLAGS if flag != "--use-fake-ui-for-media-stream"]
+    browser = _launch(playwright, tone_files["caller"], flags)
     yield browser
     browser.close()
 
