@@ -22,7 +22,7 @@ _FIELDS = (
     "id", "site_id", "queue_id", "agent_id", "visitor_id", "state", "end_reason", "page_url", "page_title",
     "page_referrer", "created_at", "ringing_at", "answered_at", "ended_at",
 )
-MAX_BATCH = 500
+MAX_BATCH = 500  # 14 columns each: well under SQLite's 32,766 bound parameters
 
 
 def snapshot(call: Call) -> dict[str, Any]:
@@ -33,8 +33,9 @@ def snapshot(call: Call) -> dict[str, Any]:
 
 
 class CallStore:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], linger: float = 0.05) -> None:
         self._sessionmaker = sessionmaker
+        self._linger = linger
         self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
 
@@ -58,25 +59,36 @@ class CallStore:
     async def _write_forever(self) -> None:
         while True:
             batch = [await self._pending.get()]
+            # A call changes state several times within milliseconds (queued, ringing): linger a moment so those
+            # snapshots, and other calls', share one statement and one transaction.
+            await asyncio.sleep(self._linger)
             while not self._pending.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._pending.get_nowait())
             try:
-                await self._write(batch)
-            except Exception:
-                # Keep serving calls; a database outage loses these snapshots but not the next ones.
-                log.exception("could not store %d call snapshots", len(batch))
+                await self._write_batch(batch)
             finally:
                 for _ in batch:
                     self._pending.task_done()
 
-    async def _write(self, batch: list[dict[str, Any]]) -> None:
+    async def _write_batch(self, batch: list[dict[str, Any]]) -> None:
         latest: dict[str, dict[str, Any]] = {}
         for row in batch:  # later snapshots of the same call supersede earlier ones
             latest[row["id"]] = row
+        rows = list(latest.values())
+        try:
+            await self._upsert(rows)
+        except Exception:
+            if len(rows) == 1:
+                log.exception("could not store call %s", rows[0]["id"])
+                return
+            # One bad record must not cost the other calls theirs: store them one by one.
+            log.warning("batch of %d call records failed; storing them one by one", len(rows))
+            for row in rows:
+                await self._write_batch([row])
+
+    async def _upsert(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessionmaker() as db, db.begin():
-            dialect = db.bind.dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            for row in latest.values():
-                stmt = insert(CallRecord).values(**row)
-                update = {k: stmt.excluded[k] for k in _FIELDS if k != "id"}
-                await db.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
+            insert = postgresql.insert if db.bind.dialect.name == "postgresql" else sqlite.insert
+            stmt = insert(CallRecord).values(rows)
+            update = {k: stmt.excluded[k] for k in _FIELDS if k != "id"}
+            await db.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))

@@ -37,6 +37,7 @@ async def _caller_hello(session: Session, msg: Hello) -> dict[str, Any]:
     async with session.context.sessionmaker() as db:
         queues = await directory.site_queues(db, session.site.id)
     session.visitor_id = visitor_id
+    session.queues = {q.name: q for q in queues}  # call.start looks here: no query on the way to the ring
     session.hello_done = True
     return {
         "visitor_id": visitor_id,
@@ -75,8 +76,7 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
     current = switchboard.calls.get(session.active_call_id or "")
     if current is not None and current.is_active:
         raise ProtocolError(BUSY, f"call {current.id} is still {current.state.value}; hang up first")
-    async with session.context.sessionmaker() as db:
-        queue = next((q for q in await directory.site_queues(db, session.site.id) if q.name == msg.queue), None)
+    queue = session.queues.get(msg.queue)
     if queue is None:
         raise ProtocolError(NOT_FOUND, f"this site has no queue {msg.queue!r}")
     page = msg.page

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,7 +18,7 @@ from signaling.protocol import (
     parse_envelope, result, validate,
 )
 from signaling.switchboard import AgentLink, Send, Switchboard
-from talk.directory import SiteInfo
+from talk.directory import QueueInfo, SiteInfo
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Session:
     send: Send
     close: Callable[[int], None]
     site: SiteInfo | None = None  # callers
+    queues: dict[str, QueueInfo] = field(default_factory=dict)  # callers: the site's queues, read at hello
     account_id: int | None = None  # agents
     account_name: str = ""
     hello_done: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,14 +26,27 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
     return Settings(**overrides, **extra)
 
 
+async def _freeze_startup_objects(_app: web.Application) -> None:
+    """Move everything loaded at start-up (~110k objects: SQLAlchemy, pydantic, Alembic, templates) out of the
+    garbage collector's reach. Each full collection otherwise walks them all and pauses every call for ~50 ms."""
+    gc.collect()
+    gc.freeze()
+
+
+def _run(settings: Settings, banner: Callable[[str], None]) -> None:
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts: the schema and caches are loaded
+    web.run_app(app, host=settings.host, port=settings.port, print=banner)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=_banner(settings))
+    _run(settings, _banner(settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     settings = _settings(args, demo=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=_demo_banner(settings))
+    _run(settings, _demo_banner(settings))
 
 
 def _base_url(settings: Settings) -> str:

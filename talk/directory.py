@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,17 +66,24 @@ async def create_account(db: AsyncSession, email: str, name: str, password: str,
     return account
 
 
+def _password_matches(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        _hasher.hash(password)  # spend the same time as a real check, so e-mails can't be probed by timing
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 async def authenticate(db: AsyncSession, email: str, password: str) -> Account | None:
     account = await db.scalar(select(Account).where(Account.email == email.strip().lower()))
-    if account is None:
-        _hasher.hash(password)  # spend the same time as a real check, so e-mails can't be probed by timing
-        return None
-    try:
-        _hasher.verify(account.password_hash, password)
-    except (VerificationError, InvalidHashError):
+    # argon2 is deliberately slow (~0.2 s of CPU): in a thread, so calls keep ringing while someone logs in.
+    matches = await asyncio.to_thread(_password_matches, account.password_hash if account else None, password)
+    if account is None or not matches:
         return None
     if _hasher.check_needs_rehash(account.password_hash):
-        account.password_hash = hash_password(password)
+        account.password_hash = await asyncio.to_thread(hash_password, password)
     return account
 
 
