@@ -50,6 +50,20 @@ CSRF_RE = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
 SITE_KEY = "demo-shop"
 QUEUE = "support"
 AGENT_PASSWORD = "bench-password"
+# --gc-log: run `talk demo` through this wrapper, which prints every full (generation 2) collection's pause.
+GC_WRAPPER = """
+import gc, sys, time
+_start = [0.0]
+def _gc(phase, info):
+    if phase == "start":
+        _start[0] = time.perf_counter()
+    elif info["generation"] == 2:
+        pause = (time.perf_counter() - _start[0]) * 1000
+        print(f"BENCH-GC2 {time.time():.3f} {pause:.1f}", file=sys.stderr, flush=True)
+gc.callbacks.append(_gc)
+from talk.cli import main
+main(sys.argv[1:])
+"""
 HARD_DEADLINE = 900  # seconds: the whole run stops by itself after this, whatever happens
 
 
@@ -112,6 +126,31 @@ def raise_nofile(needed: int) -> tuple[int, int]:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def cpu_times(cpu: int) -> tuple[int, int]:
+    """(steal, total) jiffies of one CPU from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                return values[7] if len(values) > 7 else 0, sum(values[:8])
+    return 0, 0
+
+
+def cpu_busy(cpu: int) -> float:
+    """Seconds one CPU has been busy (not idle or iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def steal_since(cpu: int, start: tuple[int, int]) -> float:
+    steal, total = cpu_times(cpu)
+    return (steal - start[0]) / max(1, total - start[1])
 
 
 def free_port() -> int:
@@ -305,6 +344,19 @@ class AgentBehaviour:
     hold: float = 1.0  # then they talk this long and hang up
 
 
+async def login(http: aiohttp.ClientSession, base_url: str, email: str) -> None:
+    """The console's login form: GET /login for the CSRF token, POST the form; the cookie jar keeps the session."""
+    async with http.get(f"{base_url}/login") as response:
+        page = await response.text()
+    match = CSRF_RE.search(page)
+    if not match:
+        raise RuntimeError("login page has no csrf_token")
+    form = {"email": email, "password": AGENT_PASSWORD, "csrf_token": match.group(1), "next": "/console"}
+    async with http.post(f"{base_url}/login", data=form, allow_redirects=False) as response:
+        if response.status != 302:
+            raise RuntimeError(f"login of {email} failed: {response.status}")
+
+
 class Agent:
     def __init__(self, email: str, stats: Stats, behaviour: AgentBehaviour) -> None:
         self.email = email
@@ -316,15 +368,7 @@ class Agent:
 
     async def start(self, base_url: str) -> None:
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        async with self.http.get(f"{base_url}/login") as response:
-            page = await response.text()
-        match = CSRF_RE.search(page)
-        if not match:
-            raise RuntimeError("login page has no csrf_token")
-        form = {"email": self.email, "password": AGENT_PASSWORD, "csrf_token": match.group(1), "next": "/console"}
-        async with self.http.post(f"{base_url}/login", data=form, allow_redirects=False) as response:
-            if response.status != 302:
-                raise RuntimeError(f"login of {self.email} failed: {response.status}")
+        await login(self.http, base_url, self.email)
         ws = await self.http.ws_connect(base_url.replace("http", "ws", 1) + "/ws/v1", origin=base_url)
         self.conn = Conn(ws, self.on_event)
         await self.conn.call("hello")
@@ -415,51 +459,19 @@ async def open_many(factory, count: int, concurrency: int = 100) -> list:
 
 # ----------------------------------------------------------------------------------------------------- phases
 
-async def idle_phase(child: Child, factory, count: int) -> tuple[dict, list]:
+async def idle_phase(child: Child, factory, count: int, settle: float) -> tuple[dict, list]:
+    """Server RSS before and after opening `count` connections (each has done its first round trip)."""
     gc.collect()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(settle / 2)
     before = child.rss_kib()
     started = time.perf_counter()
     conns = await open_many(factory, count)
     opened_in = time.perf_counter() - started
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(settle)
     after = child.rss_kib()
     return {"connections": count, "rss_before_kib": before, "rss_after_kib": after,
             "kib_per_connection": (after - before) / count if count else float("nan"),
             "open_seconds": opened_in}, conns
-
-
-async def fixed_rate_calls(callers: list[Caller], stats: Stats, rate: float, duration: float,
-                           timeout: float) -> dict:
-    """Open loop: one call.start every 1/rate s on a free caller connection, for duration s."""
-    free = deque(callers)
-    total = int(rate * duration)
-    call_ids: list[str] = []
-    lags: list[float] = []
-    skipped = 0
-    tasks = []
-
-    async def one(caller: Caller, n: int) -> None:
-        call_id = await caller.place_call(n, timeout)
-        if call_id:
-            call_ids.append(call_id)
-        free.append(caller)
-
-    t0 = time.perf_counter() + 0.05
-    for n in range(total):
-        target = t0 + n / rate
-        delay = target - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lags.append(time.perf_counter() - target)
-        if not free:
-            skipped += 1
-            continue
-        tasks.append(asyncio.create_task(one(free.popleft(), n)))
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout + 5)
-    elapsed = time.perf_counter() - t0
-    return {"offered": total, "skipped_no_free_caller": skipped, "completed": len(call_ids), "elapsed": elapsed,
-            "max_schedule_lag_ms": max(lags) * 1000 if lags else 0.0, "call_ids": call_ids}
 
 
 def join(stats: Stats, call_ids: list[str]) -> dict[str, Any]:
@@ -477,26 +489,76 @@ def join(stats: Stats, call_ids: list[str]) -> dict[str, Any]:
             "never_rang": missing}
 
 
-async def fixed_rate_pings(conns: list[Conn], rate: float, duration: float) -> dict:
-    """Round trip of one small JSON message every 1/rate s, round robin over the connections."""
-    rtts: list[float] = []
-    total = int(rate * duration)
-    tasks = []
-
-    async def one(conn: Conn) -> None:
+async def round_trip(conn: Conn, sink: list[float], failures: list[str]) -> None:
+    try:
         sent, future = await conn.send("ping")
         received, _ = await asyncio.wait_for(future, 10)
-        rtts.append(received - sent)
+        sink.append(received - sent)
+    except Exception as exc:  # noqa: BLE001
+        failures.append(repr(exc))
 
-    t0 = time.perf_counter() + 0.05
+
+async def interleaved(callers: list[Caller], stats: Stats, rate: float, duration: float, call_timeout: float,
+                      talk_conns: list[Conn], echo_conns: list[Conn], *, child: Child | None = None,
+                      alongside=None) -> dict:
+    """Open loop, three streams at `rate` each, interleaved so that they share the machine's noise:
+    a call.start on a free caller at n/rate, a Talk `ping` at (n+1/3)/rate, an echo round trip at (n+2/3)/rate."""
+    free = deque(callers)
+    total = int(rate * duration)
+    call_ids: list[str] = []
+    talk_rtt: list[float] = []
+    echo_rtt: list[float] = []
+    failures: list[str] = []
+    lags: list[float] = []
+    skipped = 0
+    tasks: list[asyncio.Task] = []
+
+    async def one_call(caller: Caller, n: int) -> None:
+        call_id = await caller.place_call(n, call_timeout)
+        if call_id:
+            call_ids.append(call_id)
+        free.append(caller)
+
+    schedule = []
     for n in range(total):
-        delay = t0 + n / rate - time.perf_counter()
+        schedule.append((n / rate, "call", n))
+        if talk_conns:
+            schedule.append(((n + 1 / 3) / rate, "talk", n))
+        if echo_conns:
+            schedule.append(((n + 2 / 3) / rate, "echo", n))
+
+    cpu = (child.cpu_seconds() if child else 0.0), time.process_time()
+    steal = cpu_times(0), cpu_times(1)
+    busy0 = cpu_busy(0)
+    no_agent = stats.no_agent
+    side = asyncio.create_task(alongside()) if alongside else None
+    t0 = time.perf_counter() + 0.05
+    for offset, kind, n in schedule:
+        target = t0 + offset
+        delay = target - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(conns[n % len(conns)])))
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    failures = sum(1 for r in results if isinstance(r, BaseException))
-    return {**summary(rtts), "failures": failures}
+        lags.append(time.perf_counter() - target)
+        if kind == "call":
+            if not free:
+                skipped += 1
+                continue
+            tasks.append(asyncio.create_task(one_call(free.popleft(), n)))
+        elif kind == "talk":
+            tasks.append(asyncio.create_task(round_trip(talk_conns[n % len(talk_conns)], talk_rtt, failures)))
+        else:
+            tasks.append(asyncio.create_task(round_trip(echo_conns[n % len(echo_conns)], echo_rtt, failures)))
+    await asyncio.wait_for(asyncio.gather(*tasks), call_timeout + 5)
+    side_result = await asyncio.wait_for(side, 30) if side else None
+    elapsed = time.perf_counter() - t0
+    return {"offered": total, "skipped_no_free_caller": skipped, "completed": len(call_ids),
+            **join(stats, call_ids), "no_agent": stats.no_agent - no_agent, "talk_ping": summary(talk_rtt),
+            "echo": summary(echo_rtt), "round_trip_failures": failures[:5],
+            "max_schedule_lag_ms": max(lags) * 1000 if lags else 0.0,
+            "server_cpu": ((child.cpu_seconds() - cpu[0]) / elapsed) if child else None,
+            "client_cpu": (time.process_time() - cpu[1]) / elapsed,
+            "cpu0_others": (max(0.0, cpu_busy(0) - busy0 - (child.cpu_seconds() - cpu[0])) / elapsed) if child else None,
+            "steal": (steal_since(0, steal[0]), steal_since(1, steal[1])), "alongside": side_result}
 
 
 async def saturation(callers: list[Caller], stats: Stats, levels: list[int], step: float, child: Child) -> list[dict]:
@@ -517,127 +579,140 @@ async def saturation(callers: list[Caller], stats: Stats, levels: list[int], ste
                     await asyncio.sleep(0.05)
 
         cpu_server, cpu_client, t0 = child.cpu_seconds(), time.process_time(), time.perf_counter()
+        busy0 = cpu_busy(0)
         await asyncio.wait_for(asyncio.gather(*(worker(c) for c in group)), step + 15)
         elapsed = time.perf_counter() - t0
         cpu_server, cpu_client = child.cpu_seconds() - cpu_server, time.process_time() - cpu_client
+        others = max(0.0, cpu_busy(0) - busy0 - cpu_server)  # CPU 0 time of every other process
         rang = [cid for cid in window_ids if cid in stats.incoming]
-        joined = join(stats, window_ids)
         rows.append({"concurrent_callers": level, "calls": len(rang), "elapsed": elapsed,
-                     "calls_per_s": len(rang) / elapsed, "click_to_ring": joined["click_to_ring"],
-                     "server_cpu": cpu_server / elapsed, "client_cpu": cpu_client / elapsed})
+                     "calls_per_s": len(rang) / elapsed, "click_to_ring": join(stats, window_ids)["click_to_ring"],
+                     "server_cpu": cpu_server / elapsed, "client_cpu": cpu_client / elapsed,
+                     "cpu0_others": others / elapsed,
+                     "server_cpu_ms_per_call": cpu_server * 1000 / len(rang) if rang else float("nan")})
         await asyncio.sleep(0.3)
     return rows
 
 
 # ------------------------------------------------------------------------------------------------------- main
 
-async def run_talk(args, data_dir: Path, emails: list[str], port: int, pin: bool, results: dict) -> None:
-    base_url = f"http://127.0.0.1:{port}"
-    ws_url = f"ws://127.0.0.1:{port}/ws/v1?site={SITE_KEY}"
-    cmd = [sys.executable, "-m", "talk.cli", "demo", "--port", str(port), "--data-dir", str(data_dir)]
-    child = Child("talk", cmd, data_dir / "server.log", 0 if pin else None)
-    results["talk_command"] = " ".join(child.cmd)
+async def run(args, work: Path, emails: list[str], talk_port: int, echo_port: int, pin: bool, results: dict) -> None:
+    base_url = f"http://127.0.0.1:{talk_port}"
+    talk_ws = f"ws://127.0.0.1:{talk_port}/ws/v1?site={SITE_KEY}"
+    echo_ws = f"ws://127.0.0.1:{echo_port}/ws"
+    cmd = [sys.executable, "-m", "talk.cli", "demo", "--port", str(talk_port), "--data-dir", str(work / "talk")]
+    if args.profile:  # diagnosis only: cProfile slows the server down, the figures are not comparable
+        cmd[1:3] = ["-m", "cProfile", "-o", str(args.profile.resolve()), "-m", "talk.cli"]
+    elif args.gc_log:
+        cmd[1:3] = ["-c", GC_WRAPPER]
+    talk = Child("talk", cmd, work / "talk.log", 0 if pin else None)
+    echo = Child("echo", [sys.executable, os.path.abspath(__file__), "--serve-echo", str(echo_port)],
+                 work / "echo.log", 0 if pin else None)
+    results["talk_command"] = " ".join(talk.cmd)
     stats = Stats()
     behaviour = AgentBehaviour(args.answer_delay, args.hold)
     agents: list[Agent] = []
     callers: list[Caller] = []
-    idle: list[Conn] = []
-    connector = aiohttp.TCPConnector(limit=0)
-    http = aiohttp.ClientSession(connector=connector)
+    conns: list[Conn] = []  # every other socket, closed at the end
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    call_timeout = args.hold + args.answer_delay + 10
     try:
-        await child.wait_ready(f"{base_url}/healthz")
-        results["talk_nofile"] = child.nofile_limit()
-        results["talk_rss_start_kib"] = child.rss_kib()
+        await asyncio.gather(talk.wait_ready(f"{base_url}/healthz"),
+                             echo.wait_ready(f"http://127.0.0.1:{echo_port}/healthz"))
+        results["talk_nofile"] = talk.nofile_limit()
 
-        async def ws_factory(on_event=None) -> Conn:
-            return Conn(await http.ws_connect(ws_url, origin=base_url, heartbeat=None), on_event)
+        async def talk_conn(on_event=None) -> Conn:
+            conn = Conn(await http.ws_connect(talk_ws, origin=base_url, heartbeat=None), on_event)
+            conns.append(conn)
+            return conn
 
-        # Agents log in one after another on the server anyway (argon2 runs on its event loop).
+        async def talk_idle() -> Conn:
+            conn = await talk_conn()
+            await conn.call("hello", timeout=30)
+            return conn
+
+        async def echo_conn() -> Conn:
+            conn = Conn(await http.ws_connect(echo_ws, heartbeat=None))
+            conns.append(conn)
+            await conn.call("hello", timeout=30)  # echoed back: the same depth of handshake as Talk's hello
+            return conn
+
         t = time.perf_counter()
         agents = [Agent(email, stats, behaviour) for email in emails]
         await asyncio.gather(*(a.start(base_url) for a in agents))
         results["agent_login_seconds"] = time.perf_counter() - t
         log(f"{len(agents)} agents logged in and available in {results['agent_login_seconds']:.1f} s")
-
-        callers = [Caller(ws_factory, stats) for _ in range(args.callers)]
+        callers = [Caller(talk_conn, stats) for _ in range(args.callers)]
         await asyncio.gather(*(c.start() for c in callers))
-        log(f"{len(callers)} caller connections open")
+        echo_conns = await open_many(echo_conn, args.callers)
+        log(f"{len(callers)} Talk caller connections and {len(echo_conns)} echo connections open")
 
-        # Warm-up: a few calls, not recorded.
-        await fixed_rate_calls(callers, stats, args.rate, min(1.0, args.duration), args.hold + args.answer_delay + 10)
+        # Warm-up, not recorded.
+        await interleaved(callers, stats, args.rate, 1.0, call_timeout, [c.conn for c in callers], echo_conns)
 
-        async def idle_conn() -> Conn:
-            conn = await ws_factory()
-            await conn.call("hello", timeout=30)
-            return conn
+        log(f"opening {args.idle} idle connections to each server ...")
+        results["talk_idle"], talk_idle_conns = await idle_phase(talk, talk_idle, args.idle, args.settle)
+        results["echo_idle"], echo_idle_conns = await idle_phase(echo, echo_conn, args.idle, args.settle)
+        for conn in echo_idle_conns:
+            await conn.close()
+        log(f"  Talk {results['talk_idle']['kib_per_connection']:.1f} KiB, "
+            f"echo {results['echo_idle']['kib_per_connection']:.1f} KiB per connection")
+        results["talk_rss_kib"] = talk.rss_kib()
 
-        log(f"opening {args.idle} idle caller connections ...")
-        results["talk_idle"], idle = await idle_phase(child, idle_conn, args.idle)
-        log(f"  {results['talk_idle']['kib_per_connection']:.1f} KiB per connection")
+        log(f"click-to-ring: {args.rate:g} calls/s (+ Talk ping and echo at {args.rate:g}/s each) "
+            f"for {args.duration:g} s, {args.idle} idle Talk connections open ...")
+        results["load_before"] = os.getloadavg()
+        window = time.time()
+        run = await interleaved(callers, stats, args.rate, args.duration, call_timeout,
+                                talk_idle_conns or [c.conn for c in callers], echo_conns, child=talk)
+        results["load_after"] = os.getloadavg()
+        results["fixed_rate_window"] = (window, time.time())
+        results["fixed_rate"] = run
+        for key in ("click_to_ring", "talk_ping", "echo"):
+            log(f"  {key}: " + fmt_summary(run[key]))
 
-        log(f"click-to-ring: {args.rate:g} calls/s for {args.duration:g} s ...")
-        cpu_server, cpu_client, t = child.cpu_seconds(), time.process_time(), time.perf_counter()
-        run = await fixed_rate_calls(callers, stats, args.rate, args.duration, args.hold + args.answer_delay + 10)
-        elapsed = time.perf_counter() - t
-        call_ids = run.pop("call_ids")
-        results["fixed_rate"] = {**run, **join(stats, call_ids), "no_agent": stats.no_agent,
-                                 "server_cpu": (child.cpu_seconds() - cpu_server) / elapsed,
-                                 "client_cpu": (time.process_time() - cpu_client) / elapsed}
-        log("  " + fmt_summary(results["fixed_rate"]["click_to_ring"]))
+        if args.logins:
+            async def logins() -> list[float]:
+                took = []
+                for i in range(args.logins):
+                    await asyncio.sleep(0.5)
+                    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as extra:
+                        t = time.perf_counter()
+                        await login(extra, base_url, emails[i % len(emails)])
+                        took.append(time.perf_counter() - t)
+                return took
 
-        log(f"Talk ping round trip: {args.rate:g}/s for {args.ping_duration:g} s ...")
-        results["talk_ping"] = await fixed_rate_pings([c.conn for c in callers], args.rate, args.ping_duration)
-        log("  " + fmt_summary(results["talk_ping"]))
+            log(f"click-to-ring while {args.logins} agents log in (console login form) ...")
+            results["during_logins"] = await interleaved(
+                callers, stats, args.rate, args.logins * 0.5 + 1.5, call_timeout,
+                talk_idle_conns or [c.conn for c in callers], echo_conns, child=talk, alongside=logins)
+            log("  click_to_ring: " + fmt_summary(results["during_logins"]["click_to_ring"]))
 
         behaviour.answer_delay = 0.0
         behaviour.hold = 0.0
         levels = [n for n in args.levels if n <= min(len(agents), len(callers))]
         log(f"saturation: closed loop, {levels} concurrent callers, {args.step:g} s each ...")
-        results["saturation"] = await saturation(callers, stats, levels, args.step, child)
+        results["saturation"] = await saturation(callers, stats, levels, args.step, talk)
         for row in results["saturation"]:
             log(f"  {row['concurrent_callers']:>3} callers: {row['calls_per_s']:.0f} calls/s, "
                 f"server CPU {row['server_cpu']:.0%}, client CPU {row['client_cpu']:.0%}, "
                 + fmt_summary(row["click_to_ring"]))
-        results["talk_rss_end_kib"] = child.rss_kib()
         results["errors"] = stats.errors[:20]
         results["error_count"] = len(stats.errors)
-        results["server_log_warnings"] = [line for line in child.log_tail(400).splitlines()
+        if args.gc_log:
+            pauses = [(float(t), float(ms)) for _, t, ms in
+                      (line.split() for line in talk.log_tail(100000).splitlines() if line.startswith("BENCH-GC2 "))]
+            start, end = results["fixed_rate_window"]
+            results["gc2_all"] = [ms for _, ms in pauses]
+            results["gc2_fixed_rate"] = [ms for t, ms in pauses if start <= t <= end]
+        results["server_log_warnings"] = [line for line in talk.log_tail(2000).splitlines()
                                           if " WARNING " in line or " ERROR " in line or "Traceback" in line][:20]
     finally:
-        for conn in idle:
-            await conn.close()
-        await asyncio.gather(*(c.conn.close() for c in callers if c.conn), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
         await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
         await http.close()
-        child.stop()
-
-
-async def run_echo(args, work_dir: Path, port: int, pin: bool, results: dict) -> None:
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve-echo", str(port)]
-    child = Child("echo", cmd, work_dir / "echo.log", 0 if pin else None)
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    conns: list[Conn] = []
-    idle: list[Conn] = []
-    try:
-        await child.wait_ready(f"http://127.0.0.1:{port}/healthz")
-        ws_url = f"ws://127.0.0.1:{port}/ws"
-
-        async def conn_ready() -> Conn:
-            conn = Conn(await http.ws_connect(ws_url, heartbeat=None))
-            await conn.call("hello", timeout=30)  # echoed back: the same handshake depth as Talk's hello
-            return conn
-
-        conns = await open_many(conn_ready, args.callers)
-        await fixed_rate_pings(conns, args.rate, 1.0)  # warm-up
-        results["echo_idle"], idle = await idle_phase(child, conn_ready, args.idle)
-        log(f"echo server: {results['echo_idle']['kib_per_connection']:.1f} KiB per idle connection")
-        log(f"echo round trip: {args.rate:g}/s for {args.duration:g} s ...")
-        results["echo"] = await fixed_rate_pings(conns, args.rate, args.duration)
-        log("  " + fmt_summary(results["echo"]))
-    finally:
-        await asyncio.gather(*(c.close() for c in conns + idle), return_exceptions=True)
-        await http.close()
-        child.stop()
+        talk.stop()
+        echo.stop()
 
 
 def log(text: str) -> None:
@@ -651,51 +726,74 @@ def fmt_summary(s: dict) -> str:
 def markdown(args, results: dict) -> str:
     out = []
     fr = results["fixed_rate"]
-    echo = results["echo"]
-    ping = results["talk_ping"]
+    ring, echo = fr["click_to_ring"], fr["echo"]
 
     def row(name: str, s: dict) -> str:
         return f"| {name} | {s['count']} | {s['p50']:.2f} | {s['p95']:.2f} | {s['p99']:.2f} | {s['max']:.2f} |"
 
     out.append(f"### Latency at {args.rate:g} calls/s for {args.duration:g} s "
-               f"({len(results['agents'])} agents, {args.callers} callers, {args.idle} idle connections open)\n")
+               f"({len(results['agents'])} agents, {args.callers} callers, {args.idle} idle caller connections open)\n")
     out.append("| measurement | n | p50 ms | p95 ms | p99 ms | max ms |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-    out.append(row("**click-to-ring**: caller `call.start` → agent `call.incoming`", fr["click_to_ring"]))
+    out.append(row("**click-to-ring**: caller `call.start` → agent `call.incoming`", ring))
     out.append(row("caller `call.start` → its `result`", fr["start_result"]))
     out.append(row("caller `call.start` → `call.ringing`", fr["caller_ringing"]))
-    out.append(row(f"Talk `ping` round trip ({args.rate:g}/s)", ping))
-    out.append(row(f"bare aiohttp WebSocket echo round trip ({args.rate:g}/s)", echo))
-    out.append(f"| click-to-ring ÷ echo | | {fr['click_to_ring']['p50'] / echo['p50']:.1f}× | "
-               f"{fr['click_to_ring']['p95'] / echo['p95']:.1f}× | {fr['click_to_ring']['p99'] / echo['p99']:.1f}× | |")
-    target = "met" if fr["click_to_ring"]["p99"] <= 25 else "NOT met"
+    out.append(row(f"Talk `ping` round trip ({args.rate:g}/s, interleaved)", fr["talk_ping"]))
+    out.append(row(f"bare aiohttp WebSocket echo round trip ({args.rate:g}/s, interleaved)", echo))
+    out.append(f"| click-to-ring ÷ echo | | {ring['p50'] / echo['p50']:.1f}× | {ring['p95'] / echo['p95']:.1f}× | "
+               f"{ring['p99'] / echo['p99']:.1f}× | {ring['max'] / echo['max']:.1f}× |")
+    target = "met" if ring["p99"] <= 25 else "NOT met"
     out.append("")
-    out.append(f"Offered {fr['offered']} calls, {fr['completed']} completed, {fr['never_rang']} never rang, "
-               f"{fr['no_agent']} no-agent, {fr['skipped_no_free_caller']} skipped (no free caller); "
-               f"max schedule lag {fr['max_schedule_lag_ms']:.1f} ms; "
-               f"server CPU {fr['server_cpu']:.0%}, load generator CPU {fr['client_cpu']:.0%}. "
-               f"Target p99 ≤ 25 ms: **{target}**.\n")
+    out.append(f"Offered {fr['offered']} calls: {fr['completed']} completed, {fr['never_rang']} never rang, "
+               f"{fr['no_agent']} no-agent, {fr['skipped_no_free_caller']} skipped (no free caller). "
+               f"Load generator's worst schedule lag {fr['max_schedule_lag_ms']:.1f} ms; "
+               f"Talk server CPU {fr['server_cpu']:.0%}, load generator CPU {fr['client_cpu']:.0%}; "
+               f"other processes (echo server, other tenants) on CPU 0: {fr['cpu0_others']:.0%}; "
+               f"steal CPU0/CPU1 {fr['steal'][0]:.1%}/{fr['steal'][1]:.1%}; load average "
+               f"{results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after. "
+               f"Target p99 ≤ 25 ms at 20 calls/s: **{target}**.\n")
+    if "during_logins" in results:
+        dl = results["during_logins"]
+        took = dl["alongside"] or []
+        out.append(f"While {len(took)} agent(s) logged in through the form (each login "
+                   f"{min(took) * 1000:.0f}–{max(took) * 1000:.0f} ms): click-to-ring "
+                   f"p50 {dl['click_to_ring']['p50']:.2f} ms, max {dl['click_to_ring']['max']:.2f} ms; "
+                   f"Talk ping max {dl['talk_ping']['max']:.2f} ms; echo max {dl['echo']['max']:.2f} ms "
+                   f"(n={dl['click_to_ring']['count']} calls).\n")
     out.append("### Saturation (closed loop, agents answer and hang up at once)\n")
-    out.append("| concurrent callers | calls set up | calls/s | click-to-ring p50 ms | p99 ms | server CPU | load gen CPU |")
-    out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| concurrent callers | calls set up | calls/s | click-to-ring p50 ms | p99 ms | Talk CPU "
+               "| Talk CPU ms per call | load gen CPU | other processes on CPU 0 |")
+    out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results["saturation"]:
         out.append(f"| {r['concurrent_callers']} | {r['calls']} | {r['calls_per_s']:.0f} | "
                    f"{r['click_to_ring']['p50']:.2f} | {r['click_to_ring']['p99']:.2f} | "
-                   f"{r['server_cpu']:.0%} | {r['client_cpu']:.0%} |")
+                   f"{r['server_cpu']:.0%} | {r['server_cpu_ms_per_call']:.2f} | {r['client_cpu']:.0%} "
+                   f"| {r['cpu0_others']:.0%} |")
     best = max(results["saturation"], key=lambda r: r["calls_per_s"])
     out.append(f"\nCalls set up per second at saturation: **{best['calls_per_s']:.0f}** "
                f"({best['concurrent_callers']} concurrent callers).\n")
-    out.append("### Idle connections (hello done; server RSS from /proc/PID/status)\n")
+    out.append("### Idle connections (first round trip done; server RSS from /proc/PID/status)\n")
     out.append("| server | connections | RSS before MiB | RSS after MiB | KiB per connection | opened in s |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, key in (("Talk (`/ws/v1?site=…`, caller)", "talk_idle"), ("bare aiohttp echo", "echo_idle")):
+    for name, key in (("Talk caller (`/ws/v1?site=…`, hello)", "talk_idle"), ("bare aiohttp echo", "echo_idle")):
         r = results[key]
-        out.append(f"| {name} | {r['connections']} | {r['rss_before_kib'] / 1024:.1f} | {r['rss_after_kib'] / 1024:.1f} "
-                   f"| {r['kib_per_connection']:.1f} | {r['open_seconds']:.2f} |")
-    target = "met" if results["talk_idle"]["kib_per_connection"] < 150 else "NOT met"
+        out.append(f"| {name} | {r['connections']} | {r['rss_before_kib'] / 1024:.1f} | "
+                   f"{r['rss_after_kib'] / 1024:.1f} | {r['kib_per_connection']:.1f} | {r['open_seconds']:.2f} |")
+    if results["talk_idle"]["connections"] < 1000:
+        target = f"not tested (only {results['talk_idle']['connections']} opened)"
+    else:
+        target = "met" if results["talk_idle"]["kib_per_connection"] < 150 else "NOT met"
     out.append(f"\nTarget ≥ 1,000 idle connections under 150 KiB each: **{target}** "
-               f"(Talk process open-files limit {results['talk_nofile']}). "
+               f"(Talk process open-files limit: {results['talk_nofile']}). "
                f"{len(results['agents'])} agent logins took {results['agent_login_seconds']:.1f} s.")
+    if "gc2_all" in results:
+        every, window = results["gc2_all"], results["gc2_fixed_rate"]
+        out.append(f"\nFull (generation 2) garbage collections in the Talk process (`--gc-log`): {len(every)} in the "
+                   f"whole run, pauses {min(every, default=0):.0f}–{max(every, default=0):.0f} ms; during the "
+                   f"{args.duration:g} s fixed-rate phase: {len(window)} "
+                   f"({', '.join(f'{ms:.0f} ms' for ms in window) or 'none'}).")
+    if fr["round_trip_failures"]:
+        out.append(f"\nRound trips that failed: {fr['round_trip_failures']}")
     if results.get("error_count"):
         out.append(f"\nErrors: {results['error_count']}, e.g. {results['errors'][:3]}")
     if results.get("server_log_warnings"):
@@ -712,24 +810,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, default=1000, help="extra idle caller connections (default 1000)")
     p.add_argument("--answer-delay", type=float, default=0.2, help="s an agent lets it ring before answering")
     p.add_argument("--hold", type=float, default=1.0, help="s an agent talks before hanging up")
+    p.add_argument("--logins", type=int, default=3, help="agent logins during a short extra call phase (0: skip)")
     p.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32],
                    help="saturation: concurrent callers per step (default 1,2,4,8,16,32)")
     p.add_argument("--step", type=float, default=3.0, help="saturation: seconds per step (default 3)")
     p.add_argument("--pin", action="store_true", help="servers on CPU 0 (taskset), load generator on CPU 1")
     p.add_argument("--quick", action="store_true", help="~20 s smoke run")
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--profile", type=Path, help="run the Talk server under cProfile, write the stats here (diagnosis)")
+    p.add_argument("--gc-log", action="store_true",
+                   help="run `talk demo` through a wrapper that logs full GC pauses, and report them")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dir (server logs)")
     p.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.settle = 2.0  # s to let the servers settle before reading RSS
     if args.quick:
-        args.duration, args.agents, args.callers, args.idle = 5.0, 12, 40, 200
-        args.answer_delay, args.hold, args.levels, args.step = 0.05, 0.2, [1, 4, 12], 1.5
-    args.ping_duration = min(args.duration, 10.0)
+        args.settle = 0.6
+        args.duration, args.agents, args.callers, args.idle, args.logins = 4.0, 10, 30, 200, 1
+        args.answer_delay, args.hold, args.levels, args.step = 0.05, 0.2, [1, 4, 10], 1.0
     for name in ("rate", "duration", "agents", "callers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be positive")
-    if args.idle < 0 or args.idle > 20000 or args.agents > 500 or args.callers > 2000 or args.duration > 300:
-        p.error("bounded: --idle ≤ 20000, --agents ≤ 500, --callers ≤ 2000, --duration ≤ 300")
+    if not (0 <= args.idle <= 20000 and args.agents <= 500 and args.callers <= 2000 and args.duration <= 300
+            and args.rate <= 2000 and 0 <= args.logins <= 20 and args.step <= 60 and len(args.levels) <= 12):
+        p.error("bounded: --idle ≤ 20000, --agents ≤ 500, --callers ≤ 2000, --duration ≤ 300, --rate ≤ 2000, "
+                "--logins ≤ 20, --step ≤ 60, ≤ 12 levels")
     return args
 
 
@@ -741,30 +846,25 @@ def main(argv: list[str] | None = None) -> None:
     pin = args.pin and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
     if args.pin and not pin:
         log("--pin ignored: needs taskset and at least 2 CPUs")
-    nofile = raise_nofile(args.idle + args.callers + 2 * args.agents + 512)
+    nofile = raise_nofile(2 * (args.idle + args.callers) + 2 * args.agents + 512)
     if pin:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[1]})
     work = Path(tempfile.mkdtemp(prefix="talk-bench-"))
-    results: dict[str, Any] = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
-                                          f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}",
-                               "pinned": pin, "bench_nofile": nofile}
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs ({platform.machine()}), Python "
+                                          f"{platform.python_version()}, aiohttp {aiohttp.__version__}",
+                               "pinned": pin, "bench_nofile": nofile, "args": vars(args)}
     talk_port, echo_port = free_port(), free_port()
     try:
         emails = prepare_talk_database(work / "talk", f"http://127.0.0.1:{talk_port}", args.agents)
         results["agents"] = emails
-
-        async def everything() -> None:
-            await run_talk(args, work / "talk", emails, talk_port, pin, results)
-            await run_echo(args, work, echo_port, pin, results)
-
-        asyncio.run(asyncio.wait_for(everything(), HARD_DEADLINE))
+        asyncio.run(asyncio.wait_for(run(args, work, emails, talk_port, echo_port, pin, results), HARD_DEADLINE))
     finally:
         if args.keep:
             log(f"data and logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"Machine: {results['machine']}; pinned: {pin} (servers CPU 0, load generator CPU 1)\n")
-    print(markdown(args, results))
+    print(f"Machine: {results['machine']}; pinned: {pin} (servers on CPU 0, load generator on CPU 1)\n")
+    print(markdown(args, results), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

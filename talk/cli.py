@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import getpass
+import resource
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +34,15 @@ async def _freeze_startup_objects(_app: web.Application) -> None:
     gc.freeze()
 
 
+def _raise_open_files_limit() -> None:
+    """Every browser holds a socket: a default soft limit of 1,024 would refuse callers long before memory runs out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run(settings: Settings, banner: Callable[[str], None]) -> None:
+    _raise_open_files_limit()
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts: the schema and caches are loaded
     web.run_app(app, host=settings.host, port=settings.port, print=banner)
