@@ -37,8 +37,12 @@ async def _freeze_startup_objects(_app: web.Application) -> None:
 def _raise_open_files_limit() -> None:
     """Every browser holds a socket: a default soft limit of 1,024 would refuse callers long before memory runs out."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # keep the limit we were given; the operator's service manager sets it then
 
 
 def _run(settings: Settings, banner: Callable[[str], None]) -> None:
