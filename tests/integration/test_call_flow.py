@@ -69,3 +69,4 @@ async def test_no_agent_is_told_at_once_and_stored(server, base_url, http, setti
     await server.app[CALLSTORE_KEY].flush()
     assert stored_call(settings, started["call_id"])["end_reason"] == "no-agent"
     await caller.close()
+
