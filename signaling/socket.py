@@ -22,6 +22,7 @@ from talk.types import CONSOLE_ROLES
 log = logging.getLogger(__name__)
 
 SIGNALING_KEY = web.AppKey("signaling", SignalingContext)
+WRITER_GRACE = 2.0  # seconds a closing connection gets to flush its last messages
 # The close(code) of every open signaling connection, so a stopping server can close them (signaling/__init__.py).
 CONNECTIONS_KEY = web.AppKey("signaling_connections", set)
 
@@ -82,8 +83,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         try:
             outbox.put_nowait(message)
         except asyncio.QueueFull:
-            log.warning("closing a %s connection that does not read its messages", identity["role"])
+            log.warning("cutting off a %s connection that does not read its messages", identity["role"])
             close(CLOSE_SLOW_CONSUMER)
+            # Its buffers are full, so a close frame would never get through: drop the TCP connection now, which
+            # ends the read loop below and with it the session (and its call).
+            if request.transport is not None:
+                request.transport.abort()
 
     session = Session(context=context, role=identity["role"], send=send, close=close, site=identity.get("site"),
                       account_id=identity.get("account_id"), account_name=identity.get("account_name", ""))
@@ -105,8 +110,18 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         hello_timer.cancel()
         await session.closed()
         close(1000)
-        await asyncio.gather(writer, return_exceptions=True)
+        await _finish_writer(writer, request)
     return ws
+
+
+async def _finish_writer(writer: asyncio.Task, request: web.Request) -> None:
+    """Let the writer flush and send the close frame, but never wait on a peer that has stopped reading."""
+    done, _ = await asyncio.wait({writer}, timeout=WRITER_GRACE)
+    if not done:
+        writer.cancel()
+        if request.transport is not None:
+            request.transport.abort()
+        await asyncio.gather(writer, return_exceptions=True)
 
 
 async def _write(ws: web.WebSocketResponse, outbox: asyncio.Queue, close_code: list[int]) -> None:

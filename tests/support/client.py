@@ -44,7 +44,9 @@ class Peer:
             message = json.loads(frame.data)
             self.received.append(message)
             if message.get("type") == "result" and message.get("id") in self._results:
-                self._results.pop(message["id"]).set_result(message)
+                future = self._results.pop(message["id"])
+                if not future.done():  # a request that timed out has given up on its reply
+                    future.set_result(message)
             else:
                 self.events.put_nowait(message)
 
