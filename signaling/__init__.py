@@ -13,10 +13,10 @@ from signaling.session import SignalingContext, handler_table
 from signaling.socket import CONNECTIONS_KEY, SIGNALING_KEY, websocket_handler
 from signaling.switchboard import CALL_CHANGED, Switchboard, Timing
 from talk.db import SESSIONMAKER_KEY
-from talk.secret import SECRET_KEY, subkey
 from talk.settings import SETTINGS_KEY
 
 CALLSTORE_KEY = web.AppKey("callstore", CallStore)
+JOURNEY_PROVIDER_KEY = web.AppKey("journey_provider", object)  # set by the app factory: Call -> console journey
 ROUTING_KEY = web.AppKey("routing", Routing)
 
 
@@ -30,9 +30,10 @@ async def signaling_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CALLSTORE_KEY] = store
     app[SIGNALING_KEY] = SignalingContext(
         switchboard=switchboard,
+        callstore=store,
         sessionmaker=app[SESSIONMAKER_KEY],
         handlers=handler_table(HANDLERS),
-        visitor_key=subkey(app[SECRET_KEY], "visitor-token"),
+        journey_provider=app.get(JOURNEY_PROVIDER_KEY),
         ice_servers=list(settings.ice_servers),
         max_message_bytes=settings.ws_max_message_bytes,
         ring_timeout=settings.ring_timeout,
@@ -60,4 +61,4 @@ def setup_signaling(app: web.Application) -> None:
     app.router.add_get("/ws/v1", websocket_handler, name="ws")
 
 
-__all__ = ["setup_signaling", "SIGNALING_KEY", "CALLSTORE_KEY", "ROUTING_KEY"]
+__all__ = ["setup_signaling", "SIGNALING_KEY", "CALLSTORE_KEY", "ROUTING_KEY", "JOURNEY_PROVIDER_KEY"]

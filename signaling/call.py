@@ -39,6 +39,8 @@ class Call:
     page_url: str = ""
     page_title: str = ""
     page_referrer: str = ""
+    session_id: str | None = None
+    has_journey: bool = False  # made with the visitor's consent: joined to their page views
     id: str = field(default_factory=new_call_id)
     state: CallState = CallState.QUEUED
     agent_id: int | None = None
@@ -50,6 +52,9 @@ class Call:
     # Agents this call has rung and who declined or missed it: it does not ring them again.
     tried_agents: set[int] = field(default_factory=set)
     last_decline: bool = False
+    disposition: str | None = None
+    landing_url: str | None = None
+    journey: dict | None = None  # what the agent's console shows; loaded after the first ring, not stored
 
     @property
     def is_active(self) -> bool:

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 _FIELDS = (
     "id", "site_id", "queue_id", "agent_id", "visitor_id", "state", "end_reason", "page_url", "page_title",
-    "page_referrer", "created_at", "ringing_at", "answered_at", "ended_at",
+    "page_referrer", "created_at", "ringing_at", "answered_at", "ended_at", "session_id", "has_journey", "disposition",
+    "landing_url",
 )
-MAX_BATCH = 500  # 14 columns each: well under SQLite's 32,766 bound parameters
+MAX_BATCH = 500  # 18 columns each: well under SQLite's 32,766 bound parameters
 
 
 def snapshot(call: Call) -> dict[str, Any]:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
+
+from sqlalchemy import select
 
 
 from signaling.call import Call
 from signaling.protocol import (
-    BUSY, FORBIDDEN, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallHangup, CallStart, Hello, Ping, ProtocolError,
+    BUSY, FORBIDDEN, INVALID_MESSAGE, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallDisposition, CallHangup,
+    CallStart, Hello, Ping, ProtocolError,
     RtcAnswer, RtcCandidate, RtcOffer, event,
 )
 from signaling.session import AGENT, CALLER, Session, handles
 from signaling.switchboard import AgentLink
-from signaling.visitors import issue_visitor, verify_visitor
 from talk import directory
-from talk.models import Account
+from talk.models import Account, CallRecord, Disposition
 
 
-def _queue_json(queue: directory.QueueInfo) -> dict[str, str]:
-    return {"name": queue.name, "display_name": queue.display_name}
+EMPTY_JOURNEY = {"pages": [], "source": None, "earlier_calls": []}
+
+
+def _queue_json(queue: directory.QueueInfo) -> dict[str, Any]:
+    return {"name": queue.name, "display_name": queue.display_name, "dispositions": queue.disposition_names}
 
 
 @handles(Hello, CALLER, AGENT, before_hello=True)
@@ -29,21 +35,19 @@ async def hello(session: Session, msg: Hello) -> dict[str, Any]:
 
 
 async def _caller_hello(session: Session, msg: Hello) -> dict[str, Any]:
-    key = session.context.visitor_key
-    visitor_id = verify_visitor(key, msg.visitor_token)
-    token = msg.visitor_token
-    if visitor_id is None:
-        visitor_id, token = issue_visitor(key)
+    # The widget's own anonymous ids join calls to journeys; without them (no consent) this connection gets a
+    # throwaway id and its calls no journey.
+    session.has_journey = msg.visitor_id is not None and msg.session_id is not None
+    session.visitor_id = msg.visitor_id if session.has_journey else f"v_{secrets.token_urlsafe(16)}"
+    session.session_id = msg.session_id if session.has_journey else None
     async with session.context.sessionmaker() as db:
         queues = await directory.site_queues(db, session.site.id)
-    session.visitor_id = visitor_id
     session.queues = {q.name: q for q in queues}  # call.start looks here: no query on the way to the ring
     session.hello_done = True
     return {
-        "visitor_id": visitor_id,
-        "visitor_token": token,
+        "visitor_id": session.visitor_id,
         "ice_servers": session.context.ice_servers,
-        "queues": [_queue_json(q) for q in queues],
+        "queues": [{"name": q.name, "display_name": q.display_name} for q in queues],
     }
 
 
@@ -84,14 +88,25 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
         site_id=session.site.id,
         queue_id=queue.id,
         visitor_id=session.visitor_id,
+        session_id=session.session_id,
+        has_journey=session.has_journey,
         page_url=page.url if page else "",
         page_title=page.title if page else "",
         page_referrer=page.referrer if page else "",
+        journey=None if session.has_journey else EMPTY_JOURNEY,
     )
     session.active_call_id = call.id
     await switchboard.start_call(call, queue, session.send)
+    provider = session.context.journey_provider
+    if call.journey is None and call.is_active and provider is not None:
+        # Looked up after the ring went out, so the database never delays it; the console gets call.journey.
+        switchboard.spawn(_load_journey, switchboard, provider, call)
     reason = call.end_reason.value if call.end_reason else None
     return {"call_id": call.id, "state": call.state.value, "reason": reason}
+
+
+async def _load_journey(switchboard, provider, call: Call) -> None:
+    await switchboard.attach_journey(call.id, await provider(call))
 
 
 def _own_call(session: Session, call_id: str) -> None:
@@ -119,6 +134,25 @@ async def call_answer(session: Session, msg: CallAnswer) -> None:
 @handles(CallDecline, AGENT)
 async def call_decline(session: Session, msg: CallDecline) -> None:
     await session.context.switchboard.decline(msg.call_id, session.account_id)
+
+
+@handles(CallDisposition, AGENT)
+async def call_disposition(session: Session, msg: CallDisposition) -> None:
+    if await session.context.switchboard.set_disposition(msg.call_id, session.account_id, msg.disposition):
+        return
+    # The call has ended: change its record (after the store has written the final snapshot, which it would
+    # otherwise overwrite).
+    await session.context.callstore.flush()
+    async with session.context.sessionmaker() as db, db.begin():
+        record = await db.get(CallRecord, msg.call_id)
+        if record is None or record.answered_at is None:
+            raise ProtocolError(NOT_FOUND, f"no answered call {msg.call_id}")
+        if record.agent_id != session.account_id:
+            raise ProtocolError(FORBIDDEN, "only the agent who took the call can set its disposition")
+        names = set(await db.scalars(select(Disposition.name).where(Disposition.queue_id == record.queue_id)))
+        if msg.disposition not in names:
+            raise ProtocolError(INVALID_MESSAGE, f"disposition: not one of this queue's: {sorted(names)}")
+        record.disposition = msg.disposition
 
 
 @handles(AgentAvailable, AGENT)
@@ -152,6 +186,6 @@ async def rtc_candidate(session: Session, msg: RtcCandidate) -> None:
 
 
 HANDLERS = (
-    hello, ping, call_start, call_hangup, call_answer, call_decline, agent_available, rtc_offer, rtc_answer,
-    rtc_candidate,
+    hello, ping, call_start, call_hangup, call_answer, call_decline, call_disposition, agent_available, rtc_offer,
+    rtc_answer, rtc_candidate,
 )

@@ -36,6 +36,7 @@ SERVER_EVENTS = frozenset(
         "call.ring_stopped",
         "call.connected",
         "call.ended",
+        "call.journey",
         "rtc.offer",
         "rtc.answer",
         "rtc.candidate",
@@ -85,7 +86,8 @@ class IceCandidate(BaseModel):
 
 class Hello(Message):
     type: Literal["hello"]
-    visitor_token: str | None = Field(None, max_length=200)
+    visitor_id: str | None = Field(None, pattern=r"^v_[A-Za-z0-9_-]{16,40}$")
+    session_id: str | None = Field(None, pattern=r"^s_[A-Za-z0-9_-]{16,40}$")
 
 
 class Ping(Message):
@@ -112,6 +114,11 @@ class CallAnswer(CallRef):
 
 class CallDecline(CallRef):
     type: Literal["call.decline"]
+
+
+class CallDisposition(CallRef):
+    type: Literal["call.disposition"]
+    disposition: str = Field(min_length=1, max_length=120)
 
 
 class AgentAvailable(Message):

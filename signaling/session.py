@@ -17,6 +17,8 @@ from signaling.protocol import (
     ALREADY_HELLO, FORBIDDEN, HELLO_REQUIRED, INTERNAL_ERROR, UNKNOWN_TYPE, Message, ProtocolError, error,
     parse_envelope, result, validate,
 )
+from signaling.call import Call
+from signaling.callstore import CallStore
 from signaling.switchboard import AgentLink, Send, Switchboard
 from talk.directory import QueueInfo, SiteInfo
 
@@ -26,6 +28,8 @@ CALLER = "caller"
 AGENT = "agent"
 
 Handler = Callable[["Session", Any], Awaitable[dict[str, Any] | None]]
+# Looks up what the agent's console shows about a caller (app.py wires analytics in; signaling can't import it).
+JourneyProvider = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
 def handles(model: type[Message], *roles: str, before_hello: bool = False):
@@ -55,9 +59,10 @@ class SignalingContext:
     """What every session needs from the app, bundled once at start-up."""
 
     switchboard: Switchboard
+    callstore: CallStore
     sessionmaker: async_sessionmaker[AsyncSession]
     handlers: dict[str, Handler]
-    visitor_key: bytes
+    journey_provider: JourneyProvider | None
     ice_servers: list[dict[str, Any]]
     max_message_bytes: int
     ring_timeout: float
@@ -75,6 +80,8 @@ class Session:
     account_name: str = ""
     hello_done: bool = False
     visitor_id: str | None = None
+    session_id: str | None = None
+    has_journey: bool = False
     active_call_id: str | None = None
     agent_link: AgentLink | None = None
 

@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pyee.asyncio import AsyncIOEventEmitter
 
 from signaling.call import Call, IllegalTransition
-from signaling.protocol import FORBIDDEN, ILLEGAL_STATE, NOT_FOUND, ProtocolError, event
+from signaling.protocol import FORBIDDEN, ILLEGAL_STATE, INVALID_MESSAGE, NOT_FOUND, ProtocolError, event
 from signaling.routing import Routing
-from talk.directory import QueueInfo
+from talk.directory import DirectoryError, QueueInfo, check_landing_url
 from talk.types import CallState, EndReason
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,34 @@ class Switchboard:
             else:
                 await self._end_and_dispatch(call, EndReason.COMPLETED)
 
+    # ----- journey and outcome -----
+
+    async def attach_journey(self, call_id: str, journey: dict[str, Any]) -> None:
+        async with self._lock:
+            call = self.calls.get(call_id)
+            if call is None:
+                return
+            call.journey = journey
+            if call.state in (CallState.RINGING, CallState.CONNECTED):
+                self._to_agent(call, event("call.journey", call_id=call.id, journey=journey))
+
+    async def set_disposition(self, call_id: str, agent_id: int, disposition: str) -> bool:
+        """Set the outcome of a live call; False when the call is no longer live (the caller updates the record)."""
+        async with self._lock:
+            call = self.calls.get(call_id)
+            if call is None:
+                return False
+            if call.agent_id != agent_id:
+                raise ProtocolError(FORBIDDEN, "this call is not at your console")
+            if call.state is not CallState.CONNECTED:
+                raise ProtocolError(ILLEGAL_STATE, f"call is {call.state.value}; answer it first")
+            names = self._queues[call.queue_id].disposition_names
+            if disposition not in names:
+                raise ProtocolError(INVALID_MESSAGE, f"disposition: not one of this queue's: {names}")
+            call.disposition = disposition
+            self._changed(call)
+            return True
+
     # ----- media signaling relay -----
 
     async def relay(self, call_id: str, message: dict[str, Any], *, visitor_id: str | None = None,
@@ -196,6 +225,8 @@ class Switchboard:
             page={"url": call.page_url, "title": call.page_title},
             caller={"label": "Caller"},
             ring_timeout=self.timing.ring_timeout,
+            dispositions=queue.disposition_names,
+            journey=call.journey,
         ))
         self._ring_timers[call.id] = self._later(self.timing.ring_timeout, self._ring_expired, call.id, agent_id)
         self._changed(call)
@@ -267,12 +298,34 @@ class Switchboard:
         self._cancel(self._wait_timers, call.id)
         self._positions.pop(call.id, None)
         ended = event("call.ended", call_id=call.id, reason=reason.value)
-        self._to_caller(call, ended)
+        if call.answered_at is not None:
+            call.landing_url = self._landing_url(call)
+            self._to_caller(call, {**ended, "landing_url": call.landing_url, "survey": True})
+        else:
+            self._to_caller(call, ended)
         if notify_agent:
             self._to_agent(call, ended)
         self._callers.pop(call.id, None)
         self._changed(call)
         del self.calls[call.id]  # the record lives on in the database
+
+    def _landing_url(self, call: Call) -> str | None:
+        """Where the caller's tab goes: the disposition's page, else the queue's, with talk_call; None when the queue
+        does not redirect. Only pages on the site's allowed origins (no open redirect)."""
+        queue = self._queues[call.queue_id]
+        if not queue.redirect_enabled:
+            return None
+        url = dict(queue.dispositions).get(call.disposition or "") or queue.landing_url
+        if not url:
+            return None
+        try:
+            check_landing_url(url, queue.site_origins)
+        except DirectoryError:
+            log.warning("not redirecting call %s to %s: not on the site's origins", call.id, url)
+            return None
+        parts = urlsplit(url)
+        query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), ("talk_call", call.id)])
+        return urlunsplit(parts._replace(query=query))
 
     async def _announce_positions(self, queue_id: int) -> None:
         for position, call_id in enumerate(await self.routing.waiting(queue_id), start=1):
@@ -323,9 +376,10 @@ class Switchboard:
 
     def _later(self, delay: float, coro_fn, *args) -> asyncio.TimerHandle:
         loop = asyncio.get_running_loop()
-        return loop.call_later(delay, self._spawn, coro_fn, *args)
+        return loop.call_later(delay, self.spawn, coro_fn, *args)
 
-    def _spawn(self, coro_fn, *args) -> None:
+    def spawn(self, coro_fn, *args) -> None:
+        """Run a coroutine in the background, tracked: cancelled at shutdown, its failure logged."""
         task = asyncio.create_task(coro_fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -333,7 +387,7 @@ class Switchboard:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("switchboard timer task failed", exc_info=task.exception())
+            log.error("switchboard background task failed", exc_info=task.exception())
 
     @staticmethod
     def _cancel(timers: dict[str, asyncio.TimerHandle], call_id: str) -> None:

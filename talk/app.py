@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from signaling import setup_signaling
+from analytics import setup_analytics
+from analytics.journey import console_journey
+from signaling import JOURNEY_PROVIDER_KEY, setup_signaling
+from signaling.call import Call
+from signaling.callstore import snapshot
+from talk.models import CallRecord
 from talk.db import SESSIONMAKER_KEY, setup_database
 from talk.demo import seed_demo
 from talk.secret import SECRET_KEY, load_secret
@@ -33,6 +38,16 @@ async def demo_data_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+def journey_provider(app: web.Application):
+    """What the console shows about a ringing caller, from analytics, for signaling (which can't import it)."""
+
+    async def provide(call: Call) -> dict:
+        async with app[SESSIONMAKER_KEY]() as db:
+            return await console_journey(db, CallRecord(**snapshot(call)))  # not yet stored: a transient record
+
+    return provide
+
+
 def create_app(settings: Settings) -> web.Application:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
@@ -43,6 +58,8 @@ def create_app(settings: Settings) -> web.Application:
     setup_database(app)
     if settings.demo:
         app.cleanup_ctx.append(demo_data_ctx)
+    app[JOURNEY_PROVIDER_KEY] = journey_provider(app)
     setup_signaling(app)
+    setup_analytics(app)
     setup_web(app)
     return app

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from talk.models import Account, Queue, QueueMember, Site
+from talk.models import Account, Disposition, Queue, QueueMember, Site
 from talk.types import Role
 
 _hasher = PasswordHasher()  # stateless configuration object, safe to share
@@ -29,6 +29,14 @@ class QueueInfo:
     site_id: int
     name: str
     display_name: str
+    landing_url: str | None = None
+    redirect_enabled: bool = True
+    dispositions: tuple[tuple[str, str | None], ...] = ()  # (name, landing URL or None), in display order
+    site_origins: tuple[str, ...] = ()
+
+    @property
+    def disposition_names(self) -> list[str]:
+        return [name for name, _ in self.dispositions]
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,42 @@ async def add_queue_member(db: AsyncSession, site_key: str, queue_name: str, ema
     await db.merge(QueueMember(queue_id=queue.id, account_id=account.id))
 
 
+def check_landing_url(url: str, site_origins: list[str] | tuple[str, ...]) -> str:
+    """Landing pages must be on the site's own origins: Talk never redirects callers anywhere else."""
+    try:
+        origin = normalize_origin(f"{urlsplit(url).scheme}://{urlsplit(url).netloc}")
+    except (DirectoryError, ValueError):
+        raise DirectoryError(f"not a landing page URL: {url!r}") from None
+    if origin not in site_origins:
+        raise DirectoryError(f"{url} is not on the site's allowed origins ({', '.join(site_origins)})")
+    return url
+
+
+async def configure_queue(db: AsyncSession, site_key: str, name: str, *, landing_url: str | None = None,
+                          redirect: bool | None = None, dispositions: list[tuple[str, str | None]] | None = None,
+                          rating_question: str | None = None, comment_question: str | None = None) -> Queue:
+    """Post-call settings of a queue; only the arguments given change. Dispositions replace the old list."""
+    site = await site_by_key(db, site_key)
+    queue = await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == name))
+    if queue is None:
+        raise DirectoryError(f"site {site_key} has no queue {name!r}")
+    if landing_url is not None:
+        queue.landing_url = check_landing_url(landing_url, site.allowed_origins) if landing_url else None
+    if redirect is not None:
+        queue.redirect_enabled = redirect
+    if rating_question is not None:
+        queue.survey_rating_question = rating_question or None
+    if comment_question is not None:
+        queue.survey_comment_question = comment_question or None
+    if dispositions is not None:
+        await db.execute(delete(Disposition).where(Disposition.queue_id == queue.id))
+        for position, (label, url) in enumerate(dispositions):
+            checked = check_landing_url(url, site.allowed_origins) if url else None
+            db.add(Disposition(queue_id=queue.id, name=label, landing_url=checked, position=position))
+    await db.flush()
+    return queue
+
+
 async def load_site(db: AsyncSession, key: str) -> SiteInfo | None:
     site = await db.scalar(select(Site).where(Site.key == key))
     if site is None:
@@ -133,13 +177,44 @@ async def load_site(db: AsyncSession, key: str) -> SiteInfo | None:
     return SiteInfo(site.id, site.key, site.name, tuple(site.allowed_origins))
 
 
+async def _queue_infos(db: AsyncSession, queues: list[Queue]) -> list[QueueInfo]:
+    if not queues:
+        return []
+    ids = [q.id for q in queues]
+    dispositions: dict[int, list[tuple[str, str | None]]] = {}
+    for d in await db.scalars(select(Disposition).where(Disposition.queue_id.in_(ids)).order_by(Disposition.position)):
+        dispositions.setdefault(d.queue_id, []).append((d.name, d.landing_url))
+    sites = {s.id: s for s in await db.scalars(select(Site).where(Site.id.in_({q.site_id for q in queues})))}
+    return [
+        QueueInfo(q.id, q.site_id, q.name, q.display_name, q.landing_url, q.redirect_enabled,
+                  tuple(dispositions.get(q.id, ())), tuple(sites[q.site_id].allowed_origins))
+        for q in queues
+    ]
+
+
+async def origin_is_allowed_anywhere(db: AsyncSession, origin: str) -> bool:
+    try:
+        wanted = normalize_origin(origin)
+    except DirectoryError:
+        return False
+    return any(wanted in origins for origins in await db.scalars(select(Site.allowed_origins)))
+
+
+async def site_key_of(db: AsyncSession, site_id: int) -> str | None:
+    return await db.scalar(select(Site.key).where(Site.id == site_id))
+
+
+async def site_by_secret(db: AsyncSession, secret: str) -> SiteInfo | None:
+    site = await db.scalar(select(Site).where(Site.secret_key == secret))
+    return SiteInfo(site.id, site.key, site.name, tuple(site.allowed_origins)) if site else None
+
+
 async def site_queues(db: AsyncSession, site_id: int) -> list[QueueInfo]:
-    rows = await db.scalars(select(Queue).where(Queue.site_id == site_id).order_by(Queue.name))
-    return [QueueInfo(q.id, q.site_id, q.name, q.display_name) for q in rows]
+    return await _queue_infos(db, list(await db.scalars(select(Queue).where(Queue.site_id == site_id).order_by(Queue.name))))
 
 
 async def agent_queues(db: AsyncSession, account_id: int) -> list[QueueInfo]:
     rows = await db.scalars(
         select(Queue).join(QueueMember, QueueMember.queue_id == Queue.id).where(QueueMember.account_id == account_id)
     )
-    return [QueueInfo(q.id, q.site_id, q.name, q.display_name) for q in rows]
+    return await _queue_infos(db, list(rows))

@@ -6,7 +6,10 @@ from datetime import datetime
 
 from datetime import timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -62,6 +65,24 @@ class Queue(Base):
     name: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Post-call: where the caller's tab goes when the call ends (None: no redirect, survey in place).
+    landing_url: Mapped[str | None] = mapped_column(Text)
+    redirect_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    survey_rating_question: Mapped[str | None] = mapped_column(String(300))
+    survey_comment_question: Mapped[str | None] = mapped_column(String(300))
+
+
+class Disposition(Base):
+    """An outcome an agent can pick for a call of the queue; one with a landing URL overrides the queue's."""
+
+    __tablename__ = "dispositions"
+    __table_args__ = (UniqueConstraint("queue_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    landing_url: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class QueueMember(Base):
@@ -90,3 +111,79 @@ class CallRecord(Base):
     ringing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_id: Mapped[str | None] = mapped_column(String(48))
+    has_journey: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    disposition: Mapped[str | None] = mapped_column(String(120))
+    landing_url: Mapped[str | None] = mapped_column(Text)
+
+
+class PageEvent(Base):
+    """A page view from the widget. Never holds a raw IP address (ip_hash: salted, salt rotates daily)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("site_id", "event_id"),
+        Index("ix_events_visitor_ts", "visitor_id", "ts"),
+        Index("ix_events_session_ts", "session_id", "ts"),
+        Index("ix_events_site_ts", "site_id", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(48))
+    visitor_id: Mapped[str] = mapped_column(String(48))
+    session_id: Mapped[str] = mapped_column(String(48))
+    type: Mapped[str] = mapped_column(String(20))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    url: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(String(300))
+    referrer: Mapped[str | None] = mapped_column(Text)
+    utm_source: Mapped[str | None] = mapped_column(String(200))
+    utm_medium: Mapped[str | None] = mapped_column(String(200))
+    utm_campaign: Mapped[str | None] = mapped_column(String(200))
+    utm_term: Mapped[str | None] = mapped_column(String(200))
+    utm_content: Mapped[str | None] = mapped_column(String(200))
+    click_id_type: Mapped[str | None] = mapped_column(String(16))
+    click_id: Mapped[str | None] = mapped_column(String(200))
+    props: Mapped[dict | None] = mapped_column(JSON)
+    ip_hash: Mapped[str | None] = mapped_column(String(32))
+
+
+class Conversion(Base):
+    __tablename__ = "conversions"
+    __table_args__ = (UniqueConstraint("site_id", "order_id"), Index("ix_conversions_visitor_ts", "visitor_id", "ts"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(100))
+    visitor_id: Mapped[str] = mapped_column(String(48))
+    value: Mapped[float] = mapped_column(Numeric(14, 2, asdecimal=False))
+    currency: Mapped[str] = mapped_column(String(3))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    origin: Mapped[str] = mapped_column(String(10))  # "browser" or "server"
+
+
+class SurveyAnswer(Base):
+    """One answer per call, kept with the call's agent and queue."""
+
+    __tablename__ = "survey_answers"
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """Bearer tokens for the call and reports APIs; only a hash of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

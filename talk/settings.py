@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between WebSocket pings.")
     ws_max_message_bytes: int = Field(65536, ge=1024, le=1048576, description="Largest accepted signaling message.")
     ws_send_queue: int = Field(256, ge=8, description="Messages queued for one slow client before it is disconnected.")
+    attribution_days: float = Field(7.0, gt=0, le=90, description="Days after a call in which page views and purchases count as after the call.")
+    retention_days: int = Field(396, ge=1, description="Days journey events, calls, surveys and conversions are kept (default 13 months).")
+    ingest_max_pending: int = Field(50000, ge=100, description="Events waiting to be written before /api/v1/events answers 503.")
+    ingest_linger_ms: float = Field(5.0, ge=0, le=1000, description="Milliseconds the event writer waits to group requests into one transaction.")
     demo: bool = Field(False, description="Demo mode: demo shop at /demo/ and demo accounts (set by `talk demo`).")
     log_level: str = Field("INFO", description="Python logging level.")
 

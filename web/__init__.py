@@ -13,7 +13,10 @@ from talk.settings import SETTINGS_KEY
 from talk.types import CONSOLE_ROLES
 from talk.sessions import csrf_token
 from web.auth import login_page, login_submit, logout, require_account
+from web.calls_api import setup_calls_api
 from web.demo import setup_demo_routes
+from web.http import SITE_CACHE_KEY, SiteCache, api_errors
+from web.journey_api import setup_journey_api
 
 HERE = Path(__file__).parent
 
@@ -70,6 +73,8 @@ def setup_web(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(default=True),
     )
     app.middlewares.append(security_headers)
+    app.middlewares.append(api_errors)
+    app[SITE_CACHE_KEY] = SiteCache()
     router = app.router
     router.add_get("/", home)
     router.add_get("/healthz", healthz)
@@ -79,5 +84,7 @@ def setup_web(app: web.Application) -> None:
     router.add_get("/console", console)
     router.add_static("/static", HERE / "static")
     router.add_get(r"/widget/{name:[a-z][a-z0-9-]*\.js}", widget_asset)
+    setup_journey_api(app)
+    setup_calls_api(app)
     if app[SETTINGS_KEY].demo:
         setup_demo_routes(app)

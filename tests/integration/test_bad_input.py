@@ -7,7 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.support.client import Peer, connect_agent, connect_caller, login
+from tests.support.client import Peer, connect_agent, connect_caller, login, new_visitor
 
 
 async def raw_reply(peer: Peer, frame: str) -> dict:
@@ -108,7 +108,8 @@ async def test_a_caller_cannot_touch_someone_elses_call(server, base_url, http, 
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as agent_http:
         await login(agent_http, base_url, "agent@demo.test")
         agent = await connect_agent(agent_http, base_url)
-        owner = await connect_caller(http, base_url)
+        owner_ids = new_visitor()
+        owner = await connect_caller(http, base_url, visitor=owner_ids)
         intruder = await connect_caller(http2, base_url)
         call_id = (await owner.ok("call.start", queue="support"))["call_id"]
         await agent.next_event("call.incoming")
@@ -117,30 +118,30 @@ async def test_a_caller_cannot_touch_someone_elses_call(server, base_url, http, 
                               ("rtc.candidate", {"candidate": None})]:
             reply = await intruder.request(type_, call_id=call_id, **fields)
             assert reply["error"]["code"] == "forbidden", (type_, reply)
-        # A forged visitor token does not make the intruder the owner.
-        forged = await connect_caller(http2, base_url, hello=False)
-        hello = await forged.ok("hello", visitor_token=owner.hello["visitor_id"] + ".forged")
-        assert hello["visitor_id"] != owner.hello["visitor_id"]
-        assert (await forged.request("call.hangup", call_id=call_id))["error"]["code"] == "forbidden"
-        # Even the same visitor on another connection (a second tab) cannot steer the call.
-        second_tab = await connect_caller(http, base_url, hello=False)
-        await second_tab.ok("hello", visitor_token=owner.hello["visitor_token"])
-        assert (await second_tab.request("call.hangup", call_id=call_id))["error"]["code"] == "forbidden"
-        await second_tab.close()
+        # Knowing the owner's visitor id does not make another connection (another tab, or someone else) the owner.
+        same_visitor = await connect_caller(http2, base_url, visitor=owner_ids)
+        assert same_visitor.hello["visitor_id"] == owner_ids["visitor_id"]
+        assert (await same_visitor.request("call.hangup", call_id=call_id))["error"]["code"] == "forbidden"
+        await same_visitor.close()
 
         # The owner's call is untouched and still works.
         await agent.ok("call.answer", call_id=call_id)
         await owner.next_event("call.connected")
         await owner.ok("call.hangup", call_id=call_id)
         assert (await agent.next_event("call.ended"))["reason"] == "completed"
-        for peer in (agent, owner, intruder, forged):
+        for peer in (agent, owner, intruder):
             await peer.close()
 
 
-async def test_visitor_token_is_kept_across_connections(server, base_url, http):
-    first = await connect_caller(http, base_url)
-    again = await connect_caller(http, base_url, hello=False)
-    hello = await again.ok("hello", visitor_token=first.hello["visitor_token"])
-    assert hello["visitor_id"] == first.hello["visitor_id"]
-    await first.close()
-    await again.close()
+async def test_visitor_ids_are_used_when_given_and_throwaway_otherwise(server, base_url, http):
+    ids = new_visitor()
+    first = await connect_caller(http, base_url, visitor=ids)
+    again = await connect_caller(http, base_url, visitor=ids)
+    anonymous = await connect_caller(http, base_url)
+    assert first.hello["visitor_id"] == again.hello["visitor_id"] == ids["visitor_id"]
+    assert anonymous.hello["visitor_id"].startswith("v_") and anonymous.hello["visitor_id"] != ids["visitor_id"]
+    malformed = await connect_caller(http, base_url, hello=False)
+    reply = await malformed.request("hello", visitor_id="v_<script>", session_id=ids["session_id"])
+    assert reply["error"]["code"] == "invalid_message" and reply["error"]["message"].startswith("visitor_id")
+    for peer in (first, again, anonymous, malformed):
+        await peer.close()

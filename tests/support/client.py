@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import re
+import secrets
 from typing import Any
 
 import aiohttp
@@ -75,13 +76,19 @@ class Peer:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
+def new_visitor() -> dict[str, str]:
+    """Anonymous ids as the widget makes them when the visitor's consent allows tracking."""
+    return {"visitor_id": f"v_{secrets.token_urlsafe(16)}", "session_id": f"s_{secrets.token_urlsafe(16)}"}
+
+
 async def connect_caller(session: aiohttp.ClientSession, base_url: str, origin: str | None = None,
-                         site: str = DEMO_SITE_KEY, hello: bool = True) -> Peer:
+                         site: str = DEMO_SITE_KEY, hello: bool = True, visitor: dict | None = None) -> Peer:
+    """A widget's connection; `visitor` (see new_visitor) joins its calls to that visitor's journey."""
     ws_url = base_url.replace("http", "ws", 1) + f"/ws/v1?site={site}"
     ws = await session.ws_connect(ws_url, origin=origin or base_url)
     peer = Peer(ws)
     if hello:
-        peer.hello = await peer.ok("hello")
+        peer.hello = await peer.ok("hello", **(visitor or {}))
     return peer
 
 

@@ -1,0 +1,130 @@
+"""JSON API plumbing shared by the endpoints: error bodies, bounded body reading, CORS for sites' origins."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from analytics.validation import first_error
+from talk import directory
+from talk.db import SESSIONMAKER_KEY
+from talk.directory import DirectoryError, SiteInfo, normalize_origin
+
+JSON_TYPES = frozenset({"application/json", "text/plain"})
+SITE_CACHE_SECONDS = 30.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response({"error": {"code": error.code, "message": error.message}}, status=error.status,
+                             headers=error.headers)
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler):
+    """Domain errors become JSON errors at the edge (only for /api/ paths)."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        if not request.path.startswith("/api/"):
+            raise
+        response = error_response(error)
+        cors_origin = request.get("cors_origin")
+        if cors_origin:
+            _cors_headers(response, cors_origin)
+        return response
+
+
+async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
+    if request.content_type not in JSON_TYPES:
+        raise ApiError(415, "unsupported_media_type", "send JSON as application/json or text/plain")
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"the body may have at most {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, "too_large", f"the body may have at most {limit} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", first_error(exc)) from None
+
+
+class SiteCache:
+    """Sites by key, read from the database at most every 30 s, so ingestion does not query per request."""
+
+    def __init__(self) -> None:
+        self._sites: dict[str, tuple[float, SiteInfo | None]] = {}
+
+    async def get(self, request: web.Request, key: str) -> SiteInfo:
+        now = time.monotonic()
+        cached = self._sites.get(key)
+        if cached is None or now - cached[0] > SITE_CACHE_SECONDS:
+            async with request.app[SESSIONMAKER_KEY]() as db:
+                cached = (now, await directory.load_site(db, key))
+            if len(self._sites) > 10_000:  # unknown keys must not grow it without bound
+                self._sites.clear()
+            self._sites[key] = cached
+        if cached[1] is None:
+            raise ApiError(404, "not_found", "unknown site key")
+        return cached[1]
+
+
+SITE_CACHE_KEY = web.AppKey("site_cache", SiteCache)
+
+
+def allow_origin(request: web.Request, site: SiteInfo) -> str:
+    """The browser's origin when the site allows it; 403 otherwise. Marks the response for CORS headers."""
+    try:
+        origin = normalize_origin(request.headers.get("Origin", ""))
+    except DirectoryError:
+        origin = None
+    if origin is None or origin not in site.allowed_origins:
+        raise ApiError(403, "forbidden_origin", "this origin is not allowed for the site")
+    request["cors_origin"] = request.headers["Origin"]
+    return origin
+
+
+def _cors_headers(response: web.StreamResponse, origin: str) -> None:
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+
+
+def cors_json(request: web.Request, data: Any, status: int = 200) -> web.Response:
+    response = web.json_response(data, status=status)
+    _cors_headers(response, request["cors_origin"])
+    return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """CORS preflight: the site is not known yet (no body), so any site's allowed origin may ask; the real request
+    is checked against its own site."""
+    origin = request.headers.get("Origin", "")
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        allowed = await directory.origin_is_allowed_anywhere(db, origin)
+    if not allowed:
+        return web.Response(status=403)
+    response = web.Response(status=204)
+    _cors_headers(response, origin)
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+    response.headers["Access-Control-Max-Age"] = "86400"
+    return response
