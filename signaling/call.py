@@ -41,6 +41,7 @@ class Call:
     page_referrer: str = ""
     session_id: str | None = None
     has_journey: bool = False  # made with the visitor's consent: joined to their page views
+    origin: str | None = None  # the caller page's origin: relative landing pages resolve against it
     id: str = field(default_factory=new_call_id)
     state: CallState = CallState.QUEUED
     agent_id: int | None = None

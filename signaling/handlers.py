@@ -90,6 +90,7 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
         visitor_id=session.visitor_id,
         session_id=session.session_id,
         has_journey=session.has_journey,
+        origin=session.origin,
         page_url=page.url if page else "",
         page_title=page.title if page else "",
         page_referrer=page.referrer if page else "",

@@ -75,6 +75,7 @@ class Session:
     send: Send
     close: Callable[[int], None]
     site: SiteInfo | None = None  # callers
+    origin: str | None = None  # callers: the (allowed) origin of the page the widget runs on
     queues: dict[str, QueueInfo] = field(default_factory=dict)  # callers: the site's queues, read at hello
     account_id: int | None = None  # agents
     account_name: str = ""

@@ -50,7 +50,7 @@ async def _authorize(request: web.Request, context: SignalingContext) -> dict[st
             raise web.HTTPForbidden(text="unknown site key")
         if origin is None or origin not in site.allowed_origins:
             raise web.HTTPForbidden(text="this origin is not allowed for the site")
-        return {"role": CALLER, "site": site}
+        return {"role": CALLER, "site": site, "origin": origin}
     if origin != own_origin(request):
         raise web.HTTPForbidden(text="console connections only from this server's own pages")
     account_id = await current_account_id(request)
@@ -91,6 +91,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 request.transport.abort()
 
     session = Session(context=context, role=identity["role"], send=send, close=close, site=identity.get("site"),
+                      origin=identity.get("origin"),
                       account_id=identity.get("account_id"), account_name=identity.get("account_name", ""))
     writer = asyncio.create_task(_write(ws, outbox, close_code))
     hello_timer = asyncio.get_running_loop().call_later(

@@ -19,7 +19,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from signaling.call import Call, IllegalTransition
 from signaling.protocol import FORBIDDEN, ILLEGAL_STATE, INVALID_MESSAGE, NOT_FOUND, ProtocolError, event
 from signaling.routing import Routing
-from talk.directory import DirectoryError, QueueInfo, check_landing_url
+from talk.directory import DirectoryError, QueueInfo, check_landing_url, is_relative
 from talk.types import CallState, EndReason
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,8 @@ class Switchboard:
         url = dict(queue.dispositions).get(call.disposition or "") or queue.landing_url
         if not url:
             return None
+        if is_relative(url) and call.origin:
+            url = call.origin + url  # same site, same origin as the caller's page: their storage carries over
         try:
             check_landing_url(url, queue.site_origins)
         except DirectoryError:

@@ -14,7 +14,9 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from analytics.privacy import forget_visitor
 from talk import directory
+from talk.apitokens import create_token
 from talk.app import create_app
 from talk.db import create_engine, upgrade_schema
 from talk.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
@@ -143,6 +145,41 @@ def cmd_account_create(args: argparse.Namespace) -> None:
     _admin(args, action)
 
 
+def _disposition(value: str) -> tuple[str, str | None]:
+    name, _, url = value.partition("=")
+    if not name.strip():
+        raise argparse.ArgumentTypeError("a disposition is NAME or NAME=LANDING_URL")
+    return name.strip(), url.strip() or None
+
+
+def cmd_queue_configure(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        queue = await directory.configure_queue(
+            db, args.site, args.name, landing_url=args.landing_url, redirect=args.redirect,
+            dispositions=args.disposition or ([] if args.clear_dispositions else None),
+            rating_question=args.rating_question, comment_question=args.comment_question)
+        return (f"queue {queue.name}: landing page {queue.landing_url or '(none)'}, "
+                f"redirect {'on' if queue.redirect_enabled else 'off'}")
+
+    _admin(args, action)
+
+
+def cmd_token_create(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        token = await create_token(db, args.name)
+        return f"API token {args.name!r} (shown only now; keep it secret):\n{token}"
+
+    _admin(args, action)
+
+
+def cmd_privacy_forget(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        counts = await forget_visitor(db, args.visitor_id)
+        return "deleted " + ", ".join(f"{n} {what}" for what, n in counts.items())
+
+    _admin(args, action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talk", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -170,6 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="queue name used by the widget, e.g. support")
     p.add_argument("--display-name")
     p.set_defaults(fn=cmd_queue_create)
+
+    p = queue.add_parser("configure", parents=[common], help="post-call landing page, dispositions, survey")
+    p.add_argument("site", help="site key")
+    p.add_argument("name", help="queue name")
+    p.add_argument("--landing-url", help="page the caller goes to when the call ends ('' for none); a path like "
+                   "/thanks stays on the caller's origin, a full URL must be on the site's allowed origins")
+    p.add_argument("--redirect", action=argparse.BooleanOptionalAction, default=None,
+                   help="send callers to the landing page (--no-redirect: survey in place)")
+    p.add_argument("--disposition", action="append", type=_disposition,
+                   help="NAME or NAME=LANDING_URL, in display order (repeatable; replaces the list)")
+    p.add_argument("--clear-dispositions", action="store_true")
+    p.add_argument("--rating-question", help="the survey's 1-5 question ('' for the widget's own text)")
+    p.add_argument("--comment-question", help="the survey's comment prompt ('' for the widget's own text)")
+    p.set_defaults(fn=cmd_queue_configure)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    p = token.add_parser("create", parents=[common], help="create an API token for the call and reports APIs")
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_token_create)
+
+    privacy = sub.add_parser("privacy", help="privacy operations").add_subparsers(dest="privacy_command", required=True)
+    p = privacy.add_parser("forget", parents=[common], help="delete every row about a visitor")
+    p.add_argument("visitor_id")
+    p.set_defaults(fn=cmd_privacy_forget)
 
     account = sub.add_parser("account", help="console accounts").add_subparsers(dest="account_command", required=True)
     p = account.add_parser("create", parents=[common], help="create an account")

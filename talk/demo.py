@@ -12,6 +12,8 @@ from talk.types import Role
 DEMO_SITE_KEY = "demo-shop"
 DEMO_QUEUE = "support"
 DEMO_PASSWORD = "demo"
+DEMO_LANDING = "/demo/thanks"  # relative: the caller's own origin, whichever of the demo's origins they use
+DEMO_DISPOSITIONS = [("Question answered", None), ("Offer sent", "/demo/offer")]
 DEMO_ACCOUNTS = (
     ("agent@demo.test", "Alex Agent", Role.AGENT),
     ("seller@demo.test", "Sam Seller", Role.SELLER),
@@ -28,6 +30,8 @@ async def seed_demo(db: AsyncSession, origins: list[str]) -> None:
         site.allowed_origins = sorted({directory.normalize_origin(o) for o in origins})
     if not await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == DEMO_QUEUE)):
         await directory.create_queue(db, DEMO_SITE_KEY, DEMO_QUEUE, "Support")
+        await directory.configure_queue(db, DEMO_SITE_KEY, DEMO_QUEUE, landing_url=DEMO_LANDING,
+                                        dispositions=DEMO_DISPOSITIONS)
     for email, name, role in DEMO_ACCOUNTS:
         if not await db.scalar(select(Account).where(Account.email == email)):
             await directory.create_account(db, email, name, DEMO_PASSWORD, role)

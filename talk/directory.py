@@ -134,8 +134,16 @@ async def add_queue_member(db: AsyncSession, site_key: str, queue_name: str, ema
     await db.merge(QueueMember(queue_id=queue.id, account_id=account.id))
 
 
+def is_relative(url: str) -> bool:
+    """A path on the caller's own origin ('/offer'), not a scheme-relative URL ('//elsewhere')."""
+    return url.startswith("/") and not url.startswith("//") and "\\" not in url
+
+
 def check_landing_url(url: str, site_origins: list[str] | tuple[str, ...]) -> str:
-    """Landing pages must be on the site's own origins: Talk never redirects callers anywhere else."""
+    """Landing pages must be on the site's own origins (or a path on the caller's page's origin): Talk never
+    redirects callers anywhere else."""
+    if is_relative(url):
+        return url
     try:
         origin = normalize_origin(f"{urlsplit(url).scheme}://{urlsplit(url).netloc}")
     except (DirectoryError, ValueError):

@@ -37,6 +37,20 @@ async def product(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template("demo/product.html", request, _context(product=item))
 
 
+# Post-call landing pages of the demo queue (talk/demo.py points the queue and its dispositions here).
+LANDINGS = {
+    "thanks": ("Thanks for calling", "We hope we could help. Tell us how the call went — it takes ten seconds."),
+    "offer": ("Your personal offer", "As promised on the phone: 10% off your next order with the code CALL10."),
+}
+
+
+async def landing(request: web.Request) -> web.Response:
+    heading, text = LANDINGS.get(request.match_info["name"], (None, None))
+    if heading is None:
+        raise web.HTTPNotFound(text="No such page in the Demo Shop.")
+    return aiohttp_jinja2.render_template("demo/landing.html", request, _context(heading=heading, text=text))
+
+
 async def to_index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/demo/")
 
@@ -46,3 +60,4 @@ def setup_demo_routes(app: web.Application) -> None:
     app.router.add_get("/demo/", index, name="demo-index")
     app.router.add_get("/demo/about", about, name="demo-about")
     app.router.add_get("/demo/products/{slug}", product, name="demo-product")
+    app.router.add_get("/demo/{name:thanks|offer}", landing, name="demo-landing")
