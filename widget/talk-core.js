@@ -16,7 +16,11 @@
       micDenied: 'Microphone access was denied. Please allow the microphone to call us.',
       noMic: 'No microphone was found.', unsupported: 'Your browser does not support voice calls.',
       lost: 'The connection was lost. Please try again.', failed: 'The call could not be connected. Please try again.',
-      cancel: 'Cancel', mute: 'Mute', unmute: 'Unmute', hangup: 'Hang up', close: 'Close'
+      cancel: 'Cancel', mute: 'Mute', unmute: 'Unmute', hangup: 'Hang up', close: 'Close',
+      feedback: 'Your feedback', rate: 'How would you rate your call?', scale: '1 = very poor, 5 = excellent',
+      comment: 'Comment', commentQ: 'Anything else you would like to tell us? (optional)', send: 'Send',
+      thanks: 'Thank you for your feedback!', already: 'This call has already been rated. Thank you!',
+      pick: 'Please choose a rating from 1 to 5.', notSent: 'Your feedback could not be sent. Please try again.'
     },
     de: {
       call: 'Rufen Sie uns an', title: 'Sprachanruf', connecting: 'Verbindung wird hergestellt…',
@@ -27,7 +31,12 @@
       noMic: 'Es wurde kein Mikrofon gefunden.', unsupported: 'Ihr Browser unterstützt keine Sprachanrufe.',
       lost: 'Die Verbindung wurde unterbrochen. Bitte versuchen Sie es erneut.',
       failed: 'Der Anruf konnte nicht verbunden werden. Bitte versuchen Sie es erneut.',
-      cancel: 'Abbrechen', mute: 'Stummschalten', unmute: 'Stummschaltung aufheben', hangup: 'Auflegen', close: 'Schließen'
+      cancel: 'Abbrechen', mute: 'Stummschalten', unmute: 'Stummschaltung aufheben', hangup: 'Auflegen', close: 'Schließen',
+      feedback: 'Ihre Meinung', rate: 'Wie bewerten Sie das Gespräch?', scale: '1 = sehr schlecht, 5 = ausgezeichnet',
+      comment: 'Kommentar', commentQ: 'Möchten Sie uns noch etwas mitteilen? (optional)', send: 'Senden',
+      thanks: 'Vielen Dank für Ihre Rückmeldung!', already: 'Dieses Gespräch wurde bereits bewertet. Vielen Dank!',
+      pick: 'Bitte wählen Sie eine Bewertung von 1 bis 5.',
+      notSent: 'Ihre Rückmeldung konnte nicht gesendet werden. Bitte versuchen Sie es erneut.'
     },
     fr: {
       call: 'Appelez-nous', title: 'Appel vocal', connecting: 'Connexion…', waiting: 'En attente dans la file…',
@@ -36,7 +45,11 @@
       micDenied: 'L’accès au microphone a été refusé. Autorisez le microphone pour nous appeler.',
       noMic: 'Aucun microphone n’a été trouvé.', unsupported: 'Votre navigateur ne prend pas en charge les appels vocaux.',
       lost: 'La connexion a été perdue. Veuillez réessayer.', failed: 'L’appel n’a pas pu être établi. Veuillez réessayer.',
-      cancel: 'Annuler', mute: 'Couper le micro', unmute: 'Réactiver le micro', hangup: 'Raccrocher', close: 'Fermer'
+      cancel: 'Annuler', mute: 'Couper le micro', unmute: 'Réactiver le micro', hangup: 'Raccrocher', close: 'Fermer',
+      feedback: 'Votre avis', rate: 'Comment évaluez-vous votre appel\u00a0?', scale: '1 = très mauvais, 5 = excellent',
+      comment: 'Commentaire', commentQ: 'Souhaitez-vous nous dire autre chose\u00a0? (facultatif)', send: 'Envoyer',
+      thanks: 'Merci pour votre avis\u00a0!', already: 'Cet appel a déjà été évalué. Merci\u00a0!',
+      pick: 'Veuillez choisir une note de 1 à 5.', notSent: 'Votre avis n’a pas pu être envoyé. Veuillez réessayer.'
     }
   };
   var T = I18N[cfg.lang] || I18N.en;
@@ -48,7 +61,7 @@
     'connection-failed': 'failed', failed: 'failed', error: 'failed'
   };
   var ACTIVE = { connecting: 1, queued: 1, ringing: 1, connected: 1 };
-  var TOKEN_KEY = 'talk_vt';
+  var VID = /^v_[\w-]{16,40}$/, SID = /^s_[\w-]{16,40}$/;
 
   var ui = null;        // elements, built once by mount()
   var call = null;      // the call in progress (a session object), null when there is none
@@ -56,6 +69,7 @@
   var listeners = [];
   var muted = false;
   var dismissed = false;
+  var pendingSurvey = null; // [callId, questions] waiting for the UI to be mounted
 
   // ---------- small helpers ----------
 
@@ -85,15 +99,6 @@
     return /[\ud800-\udbff]$/.test(s) ? s.slice(0, -1) : s;
   }
 
-  function loadToken() {
-    // Storage throws in some privacy modes and sandboxed iframes; the call then simply gets a fresh visitor.
-    try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
-  }
-
-  function saveToken(t) {
-    try { if (typeof t === 'string' && t) localStorage.setItem(TOKEN_KEY, t); } catch (e) { /* see loadToken */ }
-  }
-
   function mmss(ms) {
     var s = Math.max(0, Math.floor(ms / 1000));
     return String(Math.floor(s / 60)).padStart(2, '0') + ':' + String(s % 60).padStart(2, '0');
@@ -101,6 +106,193 @@
 
   function stopStream(stream) {
     if (stream) stream.getTracks().forEach(function (t) { t.stop(); });
+  }
+
+  // ---------- first-party storage ----------
+
+  // localStorage throws in some privacy modes and sandboxed iframes, or may be full: a value that cannot be stored
+  // lives in memory for this page only.
+  var mem = Object.create(null);
+
+  function sget(k) {
+    var v = null;
+    try { v = w.localStorage.getItem(k); } catch (e) { /* blocked */ }
+    return v === null && k in mem ? mem[k] : v;
+  }
+
+  function sset(k, v) {
+    try { w.localStorage.setItem(k, v); delete mem[k]; } catch (e) { mem[k] = v; }
+  }
+
+  function clearStorage() {
+    mem = Object.create(null);
+    try {
+      var ls = w.localStorage;
+      for (var i = ls.length - 1; i >= 0; i--) if (/^talk_/.test(ls.key(i))) ls.removeItem(ls.key(i));
+    } catch (e) { /* blocked: nothing was stored */ }
+  }
+
+  function rand() {
+    // 128 random bits, base64url: 22 characters.
+    var b = crypto.getRandomValues(new Uint8Array(16));
+    return btoa(String.fromCharCode.apply(null, b)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  }
+
+  // ---------- consent and the visitor's ids ----------
+
+  // talk_consent: '1' given, '0' refused (kept only without data-consent="required", so an opt-out sticks).
+  function allowed() {
+    var c = sget('talk_consent');
+    return cfg.consent ? c === '1' : c !== '0';
+  }
+
+  // {v: visitor_id, s: session_id}, creating what is missing, or null without consent. Every call is activity: the
+  // session ends only after cfg.sessionMinutes without one.
+  function ids() {
+    if (!allowed()) return null;
+    var now = Date.now(), v = sget('talk_vid'), s = sget('talk_sid'), t = +sget('talk_sts');
+    if (!VID.test(v)) sset('talk_vid', v = 'v_' + rand());
+    if (!SID.test(s) || !(now - t < cfg.sessionMinutes * 60000)) sset('talk_sid', s = 's_' + rand());
+    sset('talk_sts', String(now));
+    return { v: v, s: s };
+  }
+
+  function consent(on) {
+    if (typeof on !== 'boolean') return warn('talk("consent") needs true or false');
+    if (on) {
+      sset('talk_consent', '1');
+      ids();
+      return pageview();
+    }
+    clearStorage();
+    outbox = [];
+    clearTimeout(navTimer);
+    viewed = null;
+    if (!cfg.consent) sset('talk_consent', '0');
+  }
+
+  // ---------- HTTP API (docs/api.md) ----------
+
+  function post(path, body) {
+    // text/plain keeps it a "simple" CORS request (no preflight); the body is JSON. keepalive outlives the page.
+    return fetch(cfg.api + path, {
+      method: 'POST', keepalive: true, credentials: 'omit', body: body, headers: { 'Content-Type': 'text/plain' }
+    });
+  }
+
+  // After a 503: how long to wait (ms). Cross-origin, Retry-After is readable only if the server exposes it.
+  function retryAfter(r) {
+    return Math.min(Math.max(+r.headers.get('Retry-After') || 5, 1), 60) * 1000;
+  }
+
+  // ---------- page views ----------
+
+  var viewed = null;  // URL (without fragment) of the last page view recorded; null before the first
+  var outbox = [];    // events not sent yet: {v, s, e, n: attempts}
+  var pausedUntil = 0;
+  var navTimer = 0;
+
+  function here() { return location.href.split('#')[0]; }
+
+  // Record a page view of the current URL unless it was the last one recorded (a fragment change is no new page).
+  // `again`: a page restored from the back/forward cache, same URL but viewed anew.
+  function pageview(again) {
+    var url = here();
+    if (!cfg.track || !/^https?:/.test(url) || (url === viewed && !again)) return;
+    var id = ids();
+    if (!id) return;
+    // After the first view (a single-page-app navigation) the referrer is the previous page.
+    var ref = viewed === null || again ? d.referrer : viewed;
+    viewed = url;
+    outbox.push({ v: id.v, s: id.s, n: 0, e: {
+      id: 'e_' + rand(), type: 'pageview', ts: Date.now(), url: cut(url, 2048), title: cut(d.title, 300),
+      referrer: cut(ref, 2048)
+    } });
+    if (outbox.length > 50) outbox.shift();
+    flush();
+  }
+
+  // Send what is queued, one batch per visitor/session (≤ 50 events, ≤ 32 KiB). `leaving`: the page is going away,
+  // send even while paused by a 503 (the beacon is the last chance).
+  function flush(leaving) {
+    if (!leaving && Date.now() < pausedUntil) return;
+    while (outbox.length) {
+      var o = outbox[0], batch = [], body = '';
+      for (var i = 0; i < outbox.length && i < 50 && outbox[i].v === o.v && outbox[i].s === o.s; i++) {
+        var next = JSON.stringify({ site: cfg.site, visitor_id: o.v, session_id: o.s, sent_at: Date.now(),
+          events: batch.concat(outbox[i]).map(function (x) { return x.e; }) });
+        if (i && new Blob([next]).size > 32000) break;
+        batch.push(outbox[i]);
+        body = next;
+      }
+      outbox.splice(0, batch.length);
+      sendEvents(body, batch);
+    }
+  }
+
+  function sendEvents(body, batch) {
+    try {
+      if (navigator.sendBeacon(cfg.api + '/api/v1/events', new Blob([body], { type: 'text/plain' }))) return;
+    } catch (e) { /* no sendBeacon, or it threw: fetch below */ }
+    post('/api/v1/events', body).then(safe(function (r) {
+      if (r.status !== 503) return r.ok || warn('page view not recorded: HTTP ' + r.status);
+      // Overloaded: nothing was stored. Try again after Retry-After (a fresh sent_at), at most 3 times.
+      var wait = retryAfter(r);
+      pausedUntil = Date.now() + wait;
+      outbox = batch.filter(function (x) { return ++x.n < 3; }).concat(outbox);
+      setTimeout(safe(flush), wait);
+    }), function (e) { warn('page view not sent', e); });
+  }
+
+  var wrapped = false;
+
+  function watchHistory() {
+    if (wrapped || !cfg.track) return;
+    wrapped = true;
+    ['pushState', 'replaceState'].forEach(function (name) {
+      var orig = history[name];
+      if (typeof orig !== 'function') return;
+      history[name] = function () {
+        // The page's own errors (e.g. a cross-origin URL) reach the page as before; ours never do.
+        var r = orig.apply(this, arguments);
+        try { navigated(); } catch (e) { warn('internal error', e); }
+        return r;
+      };
+    });
+    w.addEventListener('popstate', safe(navigated));
+    w.addEventListener('pageshow', safe(function (e) { if (e.persisted) pageview(true); }));
+  }
+
+  function navigated() {
+    // Coalesce bursts (pushState then replaceState) and let the app set the new title first.
+    clearTimeout(navTimer);
+    navTimer = setTimeout(safe(function () { navTimer = 0; pageview(); }), 100);
+  }
+
+  function leaving() {
+    if (navTimer) { clearTimeout(navTimer); navTimer = 0; pageview(); }
+    flush(true);
+  }
+
+  // ---------- conversions ----------
+
+  function conversion(o) {
+    o = o || {};
+    var value = o.value, order = o.order_id, cur = typeof o.currency === 'string' ? o.currency.trim().toUpperCase() : '';
+    if (typeof order === 'number' && isFinite(order)) order = String(order);
+    if (typeof value !== 'number' || !(value >= 0 && value <= 1e9)) return warn('conversion: value must be a number from 0 to 1000000000', value);
+    if (!/^[A-Z]{3}$/.test(cur)) return warn('conversion: currency must be a three-letter code like "EUR"', o.currency);
+    if (typeof order !== 'string' || !order || order.length > 100) return warn('conversion: order_id must be a string of 1-100 characters', order);
+    var id = ids();
+    if (!id) return warn('conversion ignored: no consent to tracking');
+    var body = JSON.stringify({ site: cfg.site, visitor_id: id.v, session_id: id.s, order_id: order, value: value, currency: cur });
+    var done = function (r) { if (!r.ok) warn('conversion not recorded: HTTP ' + r.status); };
+    var failed = function (e) { warn('conversion not sent', e); };
+    post('/api/v1/conversions', body).then(function (r) {
+      // Overloaded: one more try after Retry-After (the order id makes a repeat harmless).
+      if (r.status !== 503) return done(r);
+      setTimeout(function () { post('/api/v1/conversions', body).then(done, failed); }, retryAfter(r));
+    }, failed);
   }
 
   // ---------- state ----------
@@ -128,9 +320,10 @@
 
   var CSS = [
     ':host{all:initial}',
-    '.w{position:relative;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f1f1f}',
+    '.w{position:relative}',
+    '.w,.ov{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f1f1f}',
     'button{font:inherit;cursor:pointer;border-radius:999px}',
-    'button:focus-visible{outline:3px solid #1a73e8;outline-offset:2px}',
+    ':focus-visible{outline:3px solid #1a73e8;outline-offset:2px}',
     '[hidden]{display:none!important}',
     '.call{display:inline-flex;align-items:center;gap:8px;border:0;padding:12px 20px;font-weight:600;',
     'background:var(--talk-bg);color:var(--talk-fg);box-shadow:0 4px 14px rgba(0,0,0,.25)}',
@@ -144,7 +337,29 @@
     '.actions{display:flex;gap:8px}',
     '.actions button{flex:1;padding:8px 12px;border:1px solid #c4c7c5;background:#fff;color:#1f1f1f}',
     '.actions button[aria-pressed=true]{background:#e8eaed}',
-    '.actions .end{background:#b3261e;border-color:#b3261e;color:#fff}'
+    '.actions .end{background:#b3261e;border-color:#b3261e;color:#fff}',
+    // The survey: a modal dialog over the page.
+    '.ov{position:fixed;inset:0;display:flex;align-items:center;justify-content:center;padding:16px;',
+    'background:rgba(0,0,0,.45)}',
+    '.dlg{position:relative;box-sizing:border-box;width:380px;max-width:100%;max-height:100%;overflow:auto;',
+    'padding:20px;background:#fff;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3)}',
+    '.dlg:focus{outline:0}',
+    'h2{margin:0 36px 14px 0;font-size:18px}',
+    '.x{position:absolute;top:12px;right:12px;width:32px;height:32px;border:0;background:none;font-size:22px;line-height:1}',
+    'fieldset{border:0;margin:0 0 14px;padding:0;min-width:0}',
+    'legend,.cl{padding:0;margin:0 0 8px;font-weight:600}',
+    '.rs{display:flex;gap:6px}',
+    '.r{flex:1;display:flex;flex-direction:column;align-items:center;gap:2px;padding:6px 0;border:1px solid #c4c7c5;',
+    'border-radius:8px;cursor:pointer}',
+    '.r input{margin:0;accent-color:var(--talk-bg)}',
+    '.r:has(:checked){border-color:var(--talk-bg);box-shadow:inset 0 0 0 1px var(--talk-bg)}',
+    '.hint{margin:6px 0;color:#5f6368;font-size:13px}',
+    '.cl{display:block}',
+    'textarea{box-sizing:border-box;display:block;width:100%;font:inherit;padding:8px;border:1px solid #c4c7c5;',
+    'border-radius:8px;resize:vertical}',
+    '.send{margin-top:14px;border:0;padding:10px 22px;font-weight:600;background:var(--talk-bg);color:var(--talk-fg)}',
+    '.msg{margin:12px 0 0}',
+    '.msg:empty{margin:0}'
   ].join('');
 
   var PHONE = 'M6.6 10.8a15.1 15.1 0 0 0 6.6 6.6l2.2-2.2a1 1 0 0 1 1-.25c1.1.37 2.3.57 3.6.57a1 1 0 0 1 1 1V20a1 1 0 0 1-1 1' +
@@ -209,10 +424,12 @@
       u.status, u.timer, h('div', { class: 'actions' }, [u.cancel, u.mute, u.hangup, u.close])
     ]);
     u.call.addEventListener('click', safe(function () { start(); }));
-    var wrap = h('div', { class: 'w ' + (cfg.position === 'bottom-left' ? 'left' : 'right') }, [u.panel, u.call, u.audio]);
-    root.append(wrap);
+    u.wrap = h('div', { class: 'w ' + (cfg.position === 'bottom-left' ? 'left' : 'right') }, [u.panel, u.call, u.audio]);
+    root.append(u.wrap);
     d.body.append(host);
     ui = u;
+    render(); // commands replayed before the page had a body may already have started a call
+    if (pendingSurvey) showSurvey.apply(null, pendingSurvey);
   }
 
   function render() {
@@ -237,6 +454,117 @@
 
   function tick() {
     if (call && ui) ui.timer.textContent = mmss(Date.now() - call.t0);
+  }
+
+  // ---------- survey ----------
+
+  // The landing page after a call carries ?talk_call=CALL_ID. Read it, then take it out of the address bar (so a
+  // reload does not ask again) without recording another page view.
+  function takeCallParam() {
+    var m = /[?&]talk_call=([\w-]{1,100})(?:&|$)/.exec(location.search);
+    if (!m) return null;
+    var q = location.search.slice(1).split('&').filter(function (p) { return p.split('=')[0] !== 'talk_call'; });
+    var clean = location.pathname + (q.length ? '?' + q.join('&') : '') + location.hash;
+    try {
+      var nav = navTimer;
+      history.replaceState(history.state, '', clean);
+      // Our own history wrapper saw it: the URL changed, but it is the page already recorded.
+      if (!nav) { clearTimeout(navTimer); navTimer = 0; }
+      if (viewed !== null) viewed = here();
+    } catch (e) { warn('cannot clean the address bar', e); }
+    return m[1];
+  }
+
+  function loadSurvey(callId) {
+    fetch(cfg.api + '/api/v1/surveys/' + encodeURIComponent(callId), { credentials: 'omit' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    }).then(safe(function (r) {
+      if (r && r.answered === false) showSurvey(callId, r.questions || {});
+    }), function (e) { warn('no survey', e); });
+  }
+
+  function showSurvey(callId, q) {
+    if (!ui) return (pendingSurvey = [callId, q]);
+    pendingSurvey = null;
+    if (ui.survey) return;
+    var back = d.activeElement === ui.host ? ui.root.activeElement : d.activeElement;
+    var busy = false;
+    var radios = [1, 2, 3, 4, 5].map(function (n) {
+      return h('label', { class: 'r' }, [h('input', { type: 'radio', name: 'rating', value: n }), String(n)]);
+    });
+    var text = h('textarea', { id: 'cm', rows: 3, maxlength: 1000, 'aria-describedby': 'cq' });
+    var send = h('button', { type: 'submit', class: 'send' }, [T.send]);
+    var form = h('form', { novalidate: '' }, [
+      h('fieldset', { 'aria-describedby': 'sc' }, [
+        h('legend', {}, [typeof q.rating === 'string' ? q.rating : T.rate]),
+        h('div', { class: 'rs' }, radios),
+        h('p', { id: 'sc', class: 'hint' }, [T.scale])
+      ]),
+      h('label', { for: 'cm', class: 'cl' }, [T.comment]),
+      h('p', { id: 'cq', class: 'hint' }, [typeof q.comment === 'string' ? q.comment : T.commentQ]),
+      text, send
+    ]);
+    var x = h('button', { type: 'button', class: 'x', 'aria-label': T.close }, ['×']);
+    var msg = h('p', { class: 'msg', role: 'status', 'aria-live': 'polite' });
+    var dlg = h('div', { class: 'dlg', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'sv', tabindex: -1, lang: cfg.lang },
+      [h('h2', { id: 'sv' }, [T.feedback]), x, form, msg]);
+    var ov = ui.survey = h('div', { class: 'ov' }, [dlg]);
+
+    function close() {
+      ov.remove();
+      ui.survey = null;
+      ui.wrap.inert = false;
+      if (back && back.isConnected && back.focus) back.focus();
+    }
+
+    function finished(text) {
+      form.hidden = true;
+      msg.textContent = text;
+      x.focus();
+    }
+
+    x.addEventListener('click', safe(close));
+    // A click on the backdrop must not take focus out of the dialog (Escape would no longer reach it).
+    ov.addEventListener('mousedown', function (e) { if (e.target === ov) e.preventDefault(); });
+    dlg.addEventListener('keydown', safe(function (e) {
+      if (e.key === 'Escape') { e.preventDefault(); return close(); }
+      if (e.key !== 'Tab') return;
+      // Keep Tab inside the dialog.
+      var f = [].filter.call(dlg.querySelectorAll('button,input,textarea'), function (el) { return !el.closest('[hidden]'); });
+      var cur = ui.root.activeElement;
+      if (e.shiftKey ? cur === f[0] || cur === dlg : cur === f[f.length - 1]) {
+        e.preventDefault();
+        f[e.shiftKey ? f.length - 1 : 0].focus();
+      }
+    }));
+    form.addEventListener('submit', safe(function (e) {
+      e.preventDefault();
+      if (busy) return;
+      var picked = form.querySelector('input:checked');
+      if (!picked) {
+        msg.textContent = T.pick;
+        return radios[0].firstChild.focus();
+      }
+      var answer = { rating: +picked.value }, comment = text.value.trim();
+      if (comment) answer.comment = cut(comment, 1000);
+      busy = true;
+      msg.textContent = '';
+      post('/api/v1/surveys/' + encodeURIComponent(callId), JSON.stringify(answer)).then(safe(function (r) {
+        busy = false;
+        if (r.ok || r.status === 409) return finished(r.ok ? T.thanks : T.already);
+        warn('survey answer not recorded: HTTP ' + r.status);
+        msg.textContent = T.notSent;
+      }), safe(function (err) {
+        busy = false;
+        warn('survey answer not sent', err);
+        msg.textContent = T.notSent;
+      }));
+    }));
+
+    ui.wrap.inert = true; // the call button and panel sit behind the modal
+    ui.root.append(ov);
+    radios[0].firstChild.focus();
   }
 
   // ---------- signaling ----------
@@ -264,7 +592,6 @@
     'call.queued': function (s, m) { setState('queued', m.position); },
     'call.ringing': function () { setState('ringing'); },
     'call.connected': onConnected,
-    'call.ended': function (s, m) { finish(s, m.reason || 'completed'); },
     'rtc.answer': onAnswer,
     'rtc.candidate': function (s, m) { addRemoteCandidate(s, m.candidate); }
   };
@@ -275,9 +602,27 @@
     if (!m || typeof m !== 'object') return;
     if (m.type === 'result') return onResult(s, m);
     // A call's WebSocket carries only that call, so the first call_id seen identifies it; others are stale.
-    if (s.done || (s.callId && m.call_id && m.call_id !== s.callId)) return;
-    if (m.call_id && !s.callId) s.callId = m.call_id;
-    if (EVENTS[m.type]) EVENTS[m.type](s, m);
+    if (s.callId && m.call_id && m.call_id !== s.callId) return;
+    if (m.call_id && !s.callId && !s.done) s.callId = m.call_id;
+    // call.ended still counts after we hung up ourselves: it says where the caller goes next.
+    if (m.type === 'call.ended' && s.callId) return ended(s, m);
+    if (!s.done && EVENTS[m.type]) EVENTS[m.type](s, m);
+  }
+
+  function ended(s, m) {
+    if (s.ended) return;
+    s.ended = true;
+    if (s.done) closeSocket(s); // we hung up and lingered for this
+    else finish(s, m.reason || 'completed');
+    ids(); // a call is activity: the landing page belongs to the same session
+    var to = typeof m.landing_url === 'string' && httpUrl(m.landing_url);
+    if (to) return location.assign(to);
+    if (m.survey === true) loadSurvey(s.callId);
+  }
+
+  function httpUrl(u) {
+    try { u = new URL(u, location.href); } catch (e) { return null; }
+    return /^https?:$/.test(u.protocol) ? u.href : null;
   }
 
   function connect(s) {
@@ -290,11 +635,10 @@
   }
 
   function hello(s) {
-    var token = loadToken();
-    var fields = token && token.length <= 200 ? { visitor_token: token } : {};
-    request(s, 'hello', fields).then(safe(function (r) {
+    // The call joins the visitor's journey only with consent; the server's visitor_id for this connection is not kept.
+    var id = ids();
+    request(s, 'hello', id ? { visitor_id: id.v, session_id: id.s } : {}).then(safe(function (r) {
       if (!r) return finish(s, 'error');
-      saveToken(r.visitor_token);
       s.ice = Array.isArray(r.ice_servers) ? r.ice_servers : [];
       var page = { url: cut(location.href, 2048), title: cut(d.title, 300), referrer: cut(d.referrer, 2048) };
       return request(s, 'call.start', { queue: s.queue, page: page }).then(safe(function (res) { onStarted(s, res); }));
@@ -367,6 +711,7 @@
   }
 
   function playRemote(e) {
+    if (!ui) return;
     ui.audio.srcObject = (e.streams && e.streams[0]) || new MediaStream([e.track]);
     // Autoplay is allowed after the click that started the call; a call started by talk('call') may be refused.
     var p = ui.audio.play();
@@ -406,7 +751,8 @@
     if (s.done) return;
     var id = s.callId;
     finish(s, reason, !!id);
-    if (id) request(s, 'call.hangup', { call_id: id }).then(function () { closeSocket(s); });
+    // Keep listening for call.ended (landing page, survey) unless it already came or the hangup failed.
+    if (id) request(s, 'call.hangup', { call_id: id }).then(function (r) { if (!r || s.ended) closeSocket(s); });
   }
 
   function hangup() {
@@ -472,7 +818,7 @@
 
   // ---------- public API ----------
 
-  var COMMANDS = { call: start, hangup: hangup, on: on, mute: mute, stats: stats };
+  var COMMANDS = { call: start, hangup: hangup, on: on, mute: mute, stats: stats, consent: consent, conversion: conversion };
 
   function talk(cmd) {
     try {
@@ -488,14 +834,34 @@
     try {
       mount();
     } catch (e) {
-      return warn('cannot show the widget', e);
+      warn('cannot show the widget', e);
     }
+  }
+
+  function init() {
+    try { w.localStorage.removeItem('talk_vt'); } catch (e) { /* the old server-issued token is no longer used */ }
+    // The API works at once; commands the page queued before we loaded (consent first, typically) run in order, so a
+    // queued talk('consent', false) is applied before the first page view.
     var queued = (prev && prev.q) || [];
     w.talk = talk;
     for (var i = 0; i < queued.length; i++) talk.apply(null, queued[i]);
+    watchHistory();
+    // Leaving, or maybe never coming back (a hidden tab may be discarded): send what is queued now.
+    w.addEventListener('pagehide', safe(leaving));
+    d.addEventListener('visibilitychange', safe(function () { if (d.visibilityState === 'hidden') leaving(); }));
+    // A prerendered page is not viewed until the shopper navigates to it.
+    if (d.prerendering) d.addEventListener('prerenderingchange', safe(landed), { once: true });
+    else landed();
+    // The UI needs <body>.
+    if (d.body) boot();
+    else d.addEventListener('DOMContentLoaded', safe(boot));
   }
 
-  // Until boot() replaces it, the loader's stub keeps queueing commands, so nothing is lost while the DOM loads.
-  if (d.body) boot();
-  else d.addEventListener('DOMContentLoaded', boot);
+  function landed() {
+    pageview();
+    var callId = takeCallParam();
+    if (callId) loadSurvey(callId);
+  }
+
+  try { init(); } catch (e) { warn('internal error', e); }
 })(window, document);

@@ -26,6 +26,7 @@
     var site = (a.site || '').trim();
     if (!site) return null;
     var lang = (a.lang || '').trim().toLowerCase().slice(0, 2);
+    var timeout = +(a.sessionTimeout || '').trim() || 0;
     return {
       site: site,
       // talk-core.js sits next to talk.js; the query string is kept so cache-busting (?v=…) applies to both.
@@ -36,7 +37,13 @@
       color: pick(a.color, '#0b57d0', COLOR.test.bind(COLOR)),
       textColor: pick(a.textColor, '#fff', COLOR.test.bind(COLOR)),
       position: a.position === 'bottom-left' ? 'bottom-left' : 'bottom-right',
-      lang: /^(en|de|fr)$/.test(lang) ? lang : 'en'
+      lang: /^(en|de|fr)$/.test(lang) ? lang : 'en',
+      // The HTTP API (page views, conversions, surveys) lives on the same host as talk.js.
+      api: src.origin,
+      track: (a.track || '').trim().toLowerCase() !== 'false',
+      consent: (a.consent || '').trim().toLowerCase() === 'required',
+      // Minutes without activity after which a new session starts: a number in (0, 1440], else 30.
+      sessionMinutes: timeout > 0 && timeout <= 1440 ? timeout : 30
     };
   }
 

@@ -14,6 +14,7 @@
   const RING_VOLUME = 0.15;
   const DEFAULT_RING_TIMEOUT_S = 20;
   const CLOSE_REPLACED = 4409;
+  const JOURNEY_WAIT_MS = 10000; // call.incoming without a journey: call.journey should follow well within this
 
   const ui = {
     connection: byId('connection'),
@@ -46,6 +47,22 @@
     hangup: byId('hangup'),
     remoteAudio: byId('remote-audio'),
     statusLine: byId('status-line'),
+    dispositionField: byId('disposition-field'),
+    disposition: byId('disposition'),
+    dispositionStatus: byId('disposition-status'),
+    journey: byId('journey'),
+    journeyContext: byId('journey-context'),
+    journeyNote: byId('journey-note'),
+    journeySourceBlock: byId('journey-source-block'),
+    journeySource: byId('journey-source'),
+    journeyReferrer: byId('journey-referrer'),
+    journeyReferrerUrl: byId('journey-referrer-url'),
+    journeyPagesBlock: byId('journey-pages-block'),
+    journeyNoPages: byId('journey-no-pages'),
+    journeyPages: byId('journey-pages'),
+    earlierCallsBlock: byId('earlier-calls-block'),
+    earlierCalls: byId('earlier-calls'),
+    earlierCallsOrder: byId('earlier-calls-order'),
   };
 
   const pageTitle = document.title;
@@ -64,12 +81,19 @@
     ringTimeout: DEFAULT_RING_TIMEOUT_S,
     available: false, // as last confirmed by the server
     wantAvailable: false, // the agent's intent, re-asserted after a reconnect
+    dispositions: new Map(), // queue name -> its dispositions, from hello (call.incoming carries them too)
   };
 
   // The one call this console handles at a time, or null.
   // {id, queue, page, caller, phase: 'ringing'|'answering'|'connected', stream, pc,
   //  pendingCandidates, ringTimer, ringDeadline, callTimer, connectedAt, muted}
   let currentCall = null;
+
+  // The call the journey panel and the disposition control describe: the ringing or current call and, after it has
+  // ended (or was declined or missed), the last one, until the next call rings. Outlives currentCall on purpose:
+  // a late call.journey still lands, and a disposition may be set after the call ended.
+  // {id, journeyTimer, dispositions, answered, saved, savedSeq, seq}
+  let shownCall = null;
 
   let statusTimer = null;
 
@@ -183,6 +207,7 @@
     if (callState === 'ringing') document.title = 'Incoming call · ' + pageTitle;
     else if (callState === 'connected') document.title = 'In call · ' + pageTitle;
     else document.title = pageTitle;
+    updateJourneyContext(callState);
   }
 
   // ---------------------------------------------------------------- WebSocket and requests
@@ -283,16 +308,18 @@
 
   // Sends one client message; resolves with its `result` frame. Never rejects, so callers can't
   // leak unhandled rejections: a lost connection resolves as {success: false, error: {code: 'disconnected'}}.
-  function request(type, fields) {
+  // `options.quiet`: the caller shows the error itself, so the status line stays out of it.
+  function request(type, fields, options) {
+    const quiet = Boolean(options && options.quiet);
     const ws = session.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       const reply = failedReply('disconnected', 'not connected to the server');
-      showRequestError(type, fields, reply.error);
+      if (!quiet) showRequestError(type, fields, reply.error);
       return Promise.resolve(reply);
     }
     const id = session.nextId++;
     return new Promise((resolve) => {
-      session.pending.set(id, { type, fields, resolve });
+      session.pending.set(id, { type, fields, resolve, quiet });
       ws.send(JSON.stringify(Object.assign({ id, type }, fields)));
     });
   }
@@ -315,7 +342,7 @@
       return;
     }
     session.pending.delete(msg.id);
-    if (msg.success === false) showRequestError(entry.type, entry.fields, msg.error);
+    if (msg.success === false && !entry.quiet) showRequestError(entry.type, entry.fields, msg.error);
     entry.resolve(msg);
   }
 
@@ -329,6 +356,7 @@
   const eventHandlers = {
     'result': onResult,
     'call.incoming': onIncoming,
+    'call.journey': onJourney,
     'call.ring_stopped': onRingStopped,
     'call.connected': onConnected,
     'call.ended': onCallEnded,
@@ -370,7 +398,9 @@
     session.iceServers = Array.isArray(result.ice_servers) ? result.ice_servers : [];
     session.ringTimeout = result.ring_timeout || DEFAULT_RING_TIMEOUT_S;
     if (result.account) ui.accountName.textContent = result.account.name || result.account.email || '';
-    renderQueues(Array.isArray(result.queues) ? result.queues : []);
+    const queues = Array.isArray(result.queues) ? result.queues : [];
+    renderQueues(queues);
+    session.dispositions = new Map(queues.map((queue) => [queue && queue.name, queue && queue.dispositions]));
     hideBanner();
     setConnection('online', 'Connected');
     ui.available.disabled = false;
@@ -503,6 +533,7 @@
     root.dataset.callId = call.id;
     showCallMessage('');
     renderIncoming(call);
+    showCallDetails(msg);
     startRingCountdown(call, msg.ring_timeout || session.ringTimeout);
     startRinging();
     setCallState('ringing');
@@ -618,6 +649,7 @@
     renderConnected(call, msg.peer);
     startCallTimer(call);
     setCallState('connected');
+    onAnswered(call.id);
   }
 
   function renderConnected(call, peer) {
@@ -774,6 +806,314 @@
     for (const track of stream.getTracks()) track.stop();
   }
 
+  // ---------------------------------------------------------------- journey panel and disposition
+
+  // Labels for the server's source kinds; an unknown kind is shown as sent (as text).
+  const SOURCE_KINDS = {
+    direct: 'Direct',
+    referral: 'Referral',
+    search: 'Search',
+    social: 'Social',
+    campaign: 'Campaign',
+    paid: 'Paid',
+  };
+
+  const END_REASONS = {
+    'completed': 'Completed',
+    'caller-cancelled': 'Caller hung up before an answer',
+    'no-agent': 'No agent available',
+    'agent-declined': 'Declined by every agent',
+    'caller-disconnected': 'Caller disconnected',
+    'agent-disconnected': 'Agent disconnected',
+    'failed': 'Failed',
+  };
+
+  // A new call rings: the panel and the disposition control now describe it, and nothing of the last call remains.
+  function showCallDetails(msg) {
+    if (shownCall) clearTimeout(shownCall.journeyTimer);
+    const call = {
+      id: msg.call_id,
+      journeyTimer: null,
+      dispositions: dispositionsOf(msg),
+      answered: false,
+      saved: '',
+      savedSeq: 0,
+      seq: 0,
+    };
+    shownCall = call;
+    renderDisposition(call);
+    if (isObject(msg.journey)) {
+      renderJourney(msg.journey);
+    } else {
+      setJourneyState('loading', 'Loading the journey…');
+      call.journeyTimer = setTimeout(() => {
+        if (shownCall === call && ui.journey.dataset.state === 'loading') {
+          setJourneyState('unavailable', 'The journey could not be loaded.');
+        }
+      }, JOURNEY_WAIT_MS);
+    }
+    ui.journey.hidden = false;
+  }
+
+  function onJourney(msg) {
+    const call = shownCall;
+    if (!call || call.id !== msg.call_id || !isObject(msg.journey)) return;
+    clearTimeout(call.journeyTimer);
+    renderJourney(msg.journey);
+  }
+
+  function updateJourneyContext(callState) {
+    let text = '· last call';
+    if (callState === 'ringing') text = '· incoming call';
+    else if (callState === 'connected') text = '· this call';
+    ui.journeyContext.textContent = text;
+  }
+
+  function isObject(value) {
+    return value !== null && typeof value === 'object' && !Array.isArray(value);
+  }
+
+  // Untrusted values as display text: strings as they are, nothing for null/undefined.
+  function text(value) {
+    if (value === null || value === undefined) return '';
+    return typeof value === 'string' ? value : String(value);
+  }
+
+  function setJourneyState(state, note) {
+    ui.journey.dataset.state = state;
+    ui.journey.dataset.pages = '0';
+    ui.journeyNote.textContent = note || '';
+    ui.journeyNote.hidden = !note;
+    ui.journeySourceBlock.hidden = true;
+    ui.journeyPagesBlock.hidden = true;
+    ui.earlierCallsBlock.hidden = true;
+    ui.journeySource.textContent = '';
+    ui.journeyReferrer.hidden = true;
+    ui.journeyReferrerUrl.textContent = '';
+    ui.journeyReferrerUrl.removeAttribute('href');
+    ui.journeyPages.replaceChildren();
+    ui.earlierCalls.replaceChildren();
+    delete ui.journey.dataset.tracked;
+  }
+
+  function renderJourney(journey) {
+    const pages = Array.isArray(journey.pages) ? journey.pages.filter(isObject) : [];
+    const source = isObject(journey.source) ? journey.source : null;
+    const earlier = Array.isArray(journey.earlier_calls) ? journey.earlier_calls.filter(isObject) : [];
+    const tracked = pages.length > 0 || source !== null;
+    setJourneyState('loaded', tracked ? '' : 'No journey (the visitor has not consented to tracking)');
+    ui.journey.dataset.tracked = String(tracked);
+    if (tracked) {
+      renderSource(source);
+      renderPages(pages);
+    }
+    // Without consent the server cannot know earlier calls, so "First call" would claim what nobody knows.
+    if (tracked || earlier.length) renderEarlierCalls(earlier);
+  }
+
+  function renderSource(source) {
+    ui.journeySourceBlock.hidden = false;
+    if (!source) {
+      ui.journeySource.textContent = 'Unknown';
+      ui.journeyReferrer.hidden = true;
+      return;
+    }
+    const kind = text(source.kind);
+    const parts = [SOURCE_KINDS[kind] || kind || 'Unknown'];
+    const sourceMedium = [text(source.source), text(source.medium)].filter(Boolean).join(' / ');
+    if (sourceMedium) parts.push(sourceMedium);
+    if (text(source.campaign)) parts.push(text(source.campaign));
+    ui.journeySource.textContent = parts.join(' · ');
+    const referrer = text(source.referrer);
+    ui.journeyReferrer.hidden = !referrer;
+    if (referrer) renderPageLink(ui.journeyReferrerUrl, referrer);
+  }
+
+  // Oldest first, as the server sends them: the last row is the page the caller called from.
+  function renderPages(pages) {
+    ui.journeyPagesBlock.hidden = false;
+    ui.journeyNoPages.hidden = pages.length > 0;
+    const rows = pages.map((page) => {
+      const li = document.createElement('li');
+      li.className = 'journey-page';
+
+      const head = document.createElement('div');
+      head.className = 'journey-page-head';
+      const title = document.createElement('span');
+      title.className = 'journey-page-title';
+      title.textContent = text(page.title) || '(no title)';
+      const duration = document.createElement('span');
+      duration.className = 'journey-page-time';
+      const shown = formatTimeOnPage(page.time_on_page);
+      const label = document.createElement('span');
+      label.className = 'visually-hidden';
+      label.textContent = shown ? 'Time on page: ' : 'Time on page unknown';
+      duration.append(label);
+      if (shown) {
+        duration.append(shown);
+      } else {
+        const dash = document.createElement('span');
+        dash.setAttribute('aria-hidden', 'true');
+        dash.textContent = '–';
+        duration.append(dash);
+        duration.classList.add('journey-page-time-unknown');
+      }
+      head.append(title, duration);
+
+      const url = document.createElement('a');
+      url.className = 'page-url journey-page-url';
+      url.rel = 'noopener noreferrer';
+      url.target = '_blank';
+      renderPageLink(url, text(page.url));
+      url.title = text(page.url); // the list clamps long URLs to two lines
+
+      li.append(head, url);
+      const at = formatClock(page.ts);
+      if (at) {
+        const time = document.createElement('time');
+        time.className = 'journey-page-at';
+        time.dateTime = text(page.ts);
+        time.textContent = at;
+        li.append(time);
+      }
+      return li;
+    });
+    ui.journeyPages.replaceChildren(...rows);
+    ui.journey.dataset.pages = String(rows.length);
+    // The newest pages matter most: keep the end of a long list in view.
+    ui.journeyPages.scrollTop = ui.journeyPages.scrollHeight;
+  }
+
+  function renderEarlierCalls(calls) {
+    ui.earlierCallsBlock.hidden = false;
+    ui.earlierCallsOrder.hidden = calls.length < 2;
+    if (!calls.length) {
+      const li = document.createElement('li');
+      li.className = 'muted earlier-calls-empty';
+      li.textContent = 'First call';
+      ui.earlierCalls.replaceChildren(li);
+      return;
+    }
+    // Oldest first, like the pages; entries without a readable date keep their place at the end.
+    const sorted = calls
+      .map((call, index) => ({ call, index, time: Date.parse(text(call.created_at)) }))
+      .sort((a, b) => {
+        const aKnown = !Number.isNaN(a.time);
+        const bKnown = !Number.isNaN(b.time);
+        if (aKnown && bKnown && a.time !== b.time) return a.time - b.time;
+        if (aKnown !== bKnown) return aKnown ? -1 : 1;
+        return a.index - b.index;
+      })
+      .map((entry) => entry.call);
+    const rows = sorted.map((call) => {
+      const li = document.createElement('li');
+      li.className = 'earlier-call';
+      const when = document.createElement('time');
+      when.className = 'earlier-call-when';
+      when.dateTime = text(call.created_at);
+      when.textContent = formatDateTime(call.created_at) || 'Unknown time';
+      const reason = document.createElement('span');
+      reason.className = 'earlier-call-reason';
+      const code = text(call.end_reason);
+      reason.textContent = END_REASONS[code] || code || 'Not ended';
+      const agent = document.createElement('span');
+      agent.className = 'earlier-call-agent';
+      agent.textContent = text(call.agent) || 'No agent';
+      li.append(when, reason, agent);
+      return li;
+    });
+    ui.earlierCalls.replaceChildren(...rows);
+  }
+
+  // "12 s", "3 min", "1 h 5 min"; null when unknown.
+  function formatTimeOnPage(seconds) {
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) return null;
+    const secs = Math.round(seconds);
+    if (secs < 60) return secs + ' s';
+    const mins = Math.round(seconds / 60);
+    if (mins < 60) return mins + ' min';
+    const hours = Math.floor(mins / 60);
+    return hours + ' h' + (mins % 60 ? ' ' + (mins % 60) + ' min' : '');
+  }
+
+  function parseDate(value) {
+    if (typeof value !== 'string' || !value) return null;
+    const date = new Date(value);
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+
+  function formatClock(value) {
+    const date = parseDate(value);
+    return date ? date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' }) : '';
+  }
+
+  function formatDateTime(value) {
+    const date = parseDate(value);
+    return date ? date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
+  }
+
+  // The queue's dispositions: from call.incoming, else from the queue as hello described it.
+  function dispositionsOf(msg) {
+    let list = msg.dispositions;
+    if (!Array.isArray(list)) list = session.dispositions.get(msg.queue && msg.queue.name);
+    if (!Array.isArray(list)) return [];
+    const unique = [];
+    for (const item of list) {
+      if (typeof item === 'string' && item && !unique.includes(item)) unique.push(item);
+    }
+    return unique;
+  }
+
+  // Shown once the call is answered, and kept after it ends; a call that was never answered takes none.
+  function renderDisposition(call) {
+    const options = [new Option('— choose —', '')];
+    for (const value of call.dispositions) options.push(new Option(value, value));
+    ui.disposition.replaceChildren(...options);
+    ui.disposition.value = call.saved;
+    setDispositionStatus('', '');
+    ui.dispositionField.hidden = !call.answered || !call.dispositions.length;
+  }
+
+  function onAnswered(callId) {
+    const call = shownCall;
+    if (!call || call.id !== callId) return;
+    call.answered = true;
+    ui.dispositionField.hidden = !call.dispositions.length;
+  }
+
+  function setDispositionStatus(state, message) {
+    ui.dispositionStatus.textContent = message;
+    if (state) ui.dispositionStatus.dataset.state = state;
+    else delete ui.dispositionStatus.dataset.state;
+  }
+
+  async function onDispositionChange() {
+    const call = shownCall;
+    if (!call || !call.answered) return;
+    const value = ui.disposition.value;
+    if (!value) {
+      // The protocol has no "unset": back to what is stored.
+      ui.disposition.value = call.saved;
+      return;
+    }
+    const seq = ++call.seq;
+    setDispositionStatus('saving', 'Saving…');
+    const reply = await request('call.disposition', { call_id: call.id, disposition: value }, { quiet: true });
+    if (shownCall !== call) return; // the next call rang meanwhile
+    if (reply.success && seq > call.savedSeq) {
+      call.saved = value;
+      call.savedSeq = seq;
+    }
+    if (seq !== call.seq) return; // a newer choice is on its way; its reply speaks
+    if (reply.success) {
+      setDispositionStatus('saved', 'Saved');
+    } else {
+      ui.disposition.value = call.saved;
+      const err = reply.error || {};
+      setDispositionStatus('error', 'Not saved: ' + (err.message || err.code || 'unknown error'));
+    }
+  }
+
   // ---------------------------------------------------------------- test hook
 
   // Browser tests read packet counters to prove audio flows both ways.
@@ -811,6 +1151,9 @@
     });
     ui.decline.addEventListener('click', onDeclineClick);
     ui.mute.addEventListener('click', toggleMute);
+    ui.disposition.addEventListener('change', () => {
+      onDispositionChange().catch((err) => reportFault('Saving the disposition', err));
+    });
     ui.hangup.addEventListener('click', () => {
       hangUp().catch((err) => reportFault('Hanging up', err));
     });
