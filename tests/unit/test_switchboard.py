@@ -195,3 +195,56 @@ async def test_every_state_change_is_published_once():
     await board.answer(placed.id, 1)
     await board.caller_hangup(placed.id, "v_1")
     assert seen == ["queued", "ringing", "connected", "ended"]
+
+
+POST_CALL = QueueInfo(id=1, site_id=1, name="support", display_name="Support", landing_url="/thanks?x=1",
+                      dispositions=(("Sold", "https://shop.test/offer"), ("Asked", None), ("Evil", "https://evil.test/")),
+                      site_origins=("https://shop.test",))
+
+
+async def connected_call(board: Switchboard, queue: QueueInfo = POST_CALL) -> tuple[Call, Inbox]:
+    await add_agent(board, 1)
+    board._queues[queue.id] = queue
+    inbox = Inbox()
+    placed = await board.start_call(Call(site_id=1, queue_id=queue.id, visitor_id="v_1", origin="https://shop.test"),
+                                    queue, inbox)
+    await board.answer(placed.id, 1)
+    return placed, inbox
+
+
+@pytest.mark.parametrize("disposition, landing", [
+    (None, "https://shop.test/thanks?x=1&talk_call={id}"),  # the queue's page, relative to the caller's origin
+    ("Asked", "https://shop.test/thanks?x=1&talk_call={id}"),  # a disposition without a page keeps the queue's
+    ("Sold", "https://shop.test/offer?talk_call={id}"),  # the disposition's own page wins
+    ("Evil", None),  # a page off the site's origins (say, stored before the origins changed) is never used
+])
+async def test_landing_page_on_call_end(disposition, landing):
+    board = make_board(ring=10)
+    placed, caller = await connected_call(board)
+    if disposition:
+        await board.set_disposition(placed.id, 1, disposition)
+    await board.caller_hangup(placed.id, "v_1")
+    ended = caller.last("call.ended")
+    assert ended["landing_url"] == (landing.format(id=placed.id) if landing else None)
+    assert ended["survey"] is True and placed.landing_url == ended["landing_url"]
+
+
+async def test_no_redirect_queue_asks_the_survey_in_place_and_unanswered_calls_get_neither():
+    board = make_board(ring=10)
+    placed, caller = await connected_call(board, QueueInfo(**{**POST_CALL.__dict__, "redirect_enabled": False}))
+    await board.caller_hangup(placed.id, "v_1")
+    assert caller.last("call.ended")["landing_url"] is None and caller.last("call.ended")["survey"] is True
+    missed, inbox = await call(board, "v_2")
+    await board.caller_hangup(missed.id, "v_2")
+    assert "landing_url" not in inbox.last("call.ended") and "survey" not in inbox.last("call.ended")
+
+
+async def test_disposition_must_be_the_queues_and_the_agents():
+    board = make_board(ring=10)
+    placed, _ = await connected_call(board)
+    for agent_id, value, code in [(1, "Nonsense", "invalid_message"), (2, "Sold", "forbidden")]:
+        with pytest.raises(ProtocolError) as caught:
+            await board.set_disposition(placed.id, agent_id, value)
+        assert caught.value.code == code
+    assert placed.disposition is None
+    assert await board.set_disposition("c_gone", 1, "Sold") is False  # ended calls are updated in the database
