@@ -133,7 +133,12 @@ class EventWriter:
                     pending.done.set_exception(exc)
         else:
             for pending in group:
-                new = sum((row["site_id"], row["event_id"]) in inserted for row in pending.rows)
+                new = 0
+                for row in pending.rows:  # an id sent twice in one group was inserted once: count it once
+                    key = (row["site_id"], row["event_id"])
+                    if key in inserted:
+                        inserted.discard(key)
+                        new += 1
                 if not pending.done.done():
                     pending.done.set_result(new)
         finally:

@@ -57,10 +57,14 @@ def hash_password(password: str) -> str:
 
 def normalize_origin(origin: str) -> str:
     """'https://Shop.example.com/' -> 'https://shop.example.com'; rejects anything that is not scheme://host[:port]."""
-    parts = urlsplit(origin.strip())
+    try:
+        parts = urlsplit(origin.strip())
+        default_port = {"http": 80, "https": 443}.get(parts.scheme)
+        port = f":{parts.port}" if parts.port and parts.port != default_port else ""  # browsers omit default ports
+    except ValueError:  # an unbalanced "[", a port that is not a number or out of range
+        raise DirectoryError(f"not an origin (scheme://host[:port]): {origin!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
         raise DirectoryError(f"not an origin (scheme://host[:port]): {origin!r}")
-    port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname.lower()}{port}"
 
 

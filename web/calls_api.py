@@ -87,9 +87,9 @@ def _datetime(value: str | None, name: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise ApiError(400, "invalid_request", f"{name}: not an ISO date or datetime") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _cursor(value: str | None) -> tuple[datetime, str] | None:
@@ -97,8 +97,11 @@ def _cursor(value: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created, call_id = json.loads(base64.urlsafe_b64decode(value.encode()))
-        return datetime.fromisoformat(created), str(call_id)
-    except (ValueError, TypeError):
+        created = datetime.fromisoformat(created)
+        if created.tzinfo is None:
+            raise ValueError("cursor without a time zone")
+        return created, str(call_id)
+    except (ValueError, TypeError, OverflowError):
         raise ApiError(400, "invalid_request", "cursor: not a cursor from this API") from None
 
 
@@ -106,10 +109,14 @@ async def list_calls(request: web.Request) -> web.Response:
     await require_api_access(request)
     query = request.query
     try:
-        limit = min(max(int(query.get("limit", 50)), 1), MAX_LIMIT)
+        limit = int(query.get("limit", 50))
         agent = int(query["agent"]) if query.get("agent") else None
     except ValueError:
         raise ApiError(400, "invalid_request", "limit and agent must be whole numbers") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "invalid_request", f"limit: from 1 to {MAX_LIMIT}")
+    if agent is not None and not 1 <= agent < 2**31:
+        raise ApiError(400, "invalid_request", "agent: not an account id")
     statement = _calls_query()
     if (start := _datetime(query.get("from"), "from")) is not None:
         statement = statement.where(CallRecord.created_at >= start)

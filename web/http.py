@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -12,7 +13,10 @@ from pydantic import BaseModel, ValidationError
 from analytics.validation import first_error
 from talk import directory
 from talk.db import SESSIONMAKER_KEY
+from signaling.socket import own_origin
 from talk.directory import DirectoryError, SiteInfo, normalize_origin
+
+log = logging.getLogger(__name__)
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
 SITE_CACHE_SECONDS = 30.0
@@ -38,10 +42,17 @@ async def api_errors(request: web.Request, handler):
         if not request.path.startswith("/api/"):
             raise
         response = error_response(error)
-        cors_origin = request.get("cors_origin")
-        if cors_origin:
-            _cors_headers(response, cors_origin)
-        return response
+    except web.HTTPException:
+        raise
+    except Exception:
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("API request failed: %s %s", request.method, request.path)
+        response = error_response(ApiError(500, "internal_error", "the server could not handle this request"))
+    cors_origin = request.get("cors_origin")
+    if cors_origin:
+        _cors_headers(response, cors_origin)
+    return response
 
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
@@ -91,8 +102,14 @@ class SiteCache:
 SITE_CACHE_KEY = web.AppKey("site_cache", SiteCache)
 
 
-def allow_origin(request: web.Request, site: SiteInfo) -> str:
-    """The browser's origin when the site allows it; 403 otherwise. Marks the response for CORS headers."""
+def allow_origin(request: web.Request, site: SiteInfo, same_origin_get: bool = False) -> str | None:
+    """The browser's origin when the site allows it; 403 otherwise. Marks the response for CORS headers.
+    Browsers send no Origin on a same-origin GET, so with `same_origin_get` such a read (Sec-Fetch-Site:
+    same-origin) counts as coming from our own origin, which the site must still allow."""
+    if same_origin_get and "Origin" not in request.headers and request.headers.get("Sec-Fetch-Site") == "same-origin":
+        if own_origin(request) not in site.allowed_origins:
+            raise ApiError(403, "forbidden_origin", "this origin is not allowed for the site")
+        return None
     try:
         origin = normalize_origin(request.headers.get("Origin", ""))
     except DirectoryError:
@@ -105,12 +122,14 @@ def allow_origin(request: web.Request, site: SiteInfo) -> str:
 
 def _cors_headers(response: web.StreamResponse, origin: str) -> None:
     response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     response.headers["Vary"] = "Origin"
 
 
 def cors_json(request: web.Request, data: Any, status: int = 200) -> web.Response:
     response = web.json_response(data, status=status)
-    _cors_headers(response, request["cors_origin"])
+    if "cors_origin" in request:
+        _cors_headers(response, request["cors_origin"])
     return response
 
 

@@ -27,9 +27,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+async def _site_of(request: web.Request, data: dict):
+    key = data.get("site")
+    if not isinstance(key, str) or not key:
+        raise ApiError(400, "invalid_request", "site: the site key is required")
+    return await request.app[SITE_CACHE_KEY].get(request, key[:64])
+
+
 async def post_events(request: web.Request) -> web.Response:
     data = await read_json(request, EVENTS_MAX_BYTES)
-    site = await request.app[SITE_CACHE_KEY].get(request, str(data.get("site", ""))[:64])
+    site = await _site_of(request, data)
     allow_origin(request, site)
     batch = parse(EventBatch, data)
     received_at = _now()
@@ -49,7 +56,7 @@ async def post_conversion(request: web.Request) -> web.Response:
     if request.headers.get("Authorization"):
         site_id, visitor_id, conversion = await _server_conversion(request, data)
     else:
-        site = await request.app[SITE_CACHE_KEY].get(request, str(data.get("site", ""))[:64])
+        site = await _site_of(request, data)
         allow_origin(request, site)
         conversion = parse(BrowserConversion, data)
         site_id, visitor_id = site.id, conversion.visitor_id
@@ -79,18 +86,18 @@ async def _server_conversion(request: web.Request, data: dict) -> tuple[int, str
     return site.id, visitor_id, conversion
 
 
-async def _survey_site_check(request: web.Request, call_id: str) -> None:
+async def _survey_site_check(request: web.Request, call_id: str, reading: bool = False) -> None:
     async with request.app[SESSIONMAKER_KEY]() as db:
         call = await db.get(CallRecord, call_id[:40])
         site_key = (await directory.site_key_of(db, call.site_id)) if call else None
     if site_key is None:
         raise ApiError(404, "not_found", "no connected call with this id")
-    allow_origin(request, await request.app[SITE_CACHE_KEY].get(request, site_key))
+    allow_origin(request, await request.app[SITE_CACHE_KEY].get(request, site_key), same_origin_get=reading)
 
 
 async def get_survey(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
-    await _survey_site_check(request, call_id)
+    await _survey_site_check(request, call_id, reading=True)
     async with request.app[SESSIONMAKER_KEY]() as db:
         try:
             form = await survey_form(db, call_id)

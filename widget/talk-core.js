@@ -237,6 +237,7 @@
     post('/api/v1/events', body).then(safe(function (r) {
       if (r.status !== 503) return r.ok || warn('page view not recorded: HTTP ' + r.status);
       // Overloaded: nothing was stored. Try again after Retry-After (a fresh sent_at), at most 3 times.
+      if (!allowed()) return; // consent withdrawn meanwhile
       var wait = retryAfter(r);
       pausedUntil = Date.now() + wait;
       outbox = batch.filter(function (x) { return ++x.n < 3; }).concat(outbox);
@@ -252,12 +253,14 @@
     ['pushState', 'replaceState'].forEach(function (name) {
       var orig = history[name];
       if (typeof orig !== 'function') return;
-      history[name] = function () {
-        // The page's own errors (e.g. a cross-origin URL) reach the page as before; ours never do.
-        var r = orig.apply(this, arguments);
-        try { navigated(); } catch (e) { warn('internal error', e); }
-        return r;
-      };
+      try {
+        history[name] = function () {
+          // The page's own errors (e.g. a cross-origin URL) reach the page as before; ours never do.
+          var r = orig.apply(this, arguments);
+          try { navigated(); } catch (e) { warn('internal error', e); }
+          return r;
+        };
+      } catch (e) { warn('cannot follow ' + name, e); } // e.g. a page that froze history
     });
     w.addEventListener('popstate', safe(navigated));
     w.addEventListener('pageshow', safe(function (e) { if (e.persisted) pageview(true); }));
@@ -845,13 +848,13 @@
     var queued = (prev && prev.q) || [];
     w.talk = talk;
     for (var i = 0; i < queued.length; i++) talk.apply(null, queued[i]);
-    watchHistory();
+    safe(watchHistory)();
     // Leaving, or maybe never coming back (a hidden tab may be discarded): send what is queued now.
     w.addEventListener('pagehide', safe(leaving));
     d.addEventListener('visibilitychange', safe(function () { if (d.visibilityState === 'hidden') leaving(); }));
     // A prerendered page is not viewed until the shopper navigates to it.
     if (d.prerendering) d.addEventListener('prerenderingchange', safe(landed), { once: true });
-    else landed();
+    else safe(landed)();
     // The UI needs <body>.
     if (d.body) boot();
     else d.addEventListener('DOMContentLoaded', safe(boot));

@@ -23,6 +23,7 @@ from tests.e2e.test_browser_call import (
     NO_AGENT_TEXT,
     assert_no_page_errors,
     console_root,
+    expect_landing_page,
     log_in_agent,
     only_call,
     open_shop,
@@ -243,7 +244,7 @@ def test_second_caller_waits_in_queue_then_rings_when_agent_is_free(
     expect(console_root(agent)).to_have_attribute("data-call-state", "connected")  # the agent is not disturbed
 
     first.get_by_role("button", name="Hang up").click()
-    expect(widget_panel(first)).to_have_attribute("data-state", "ended")
+    expect_landing_page(first)
     expect(console_root(agent)).to_have_attribute("data-call-state", "ringing")
     expect(agent.locator("#incoming-url")).to_have_text(second.url)
     expect(widget_panel(second)).to_have_attribute("data-state", "ringing")

@@ -8,6 +8,7 @@ import secrets
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from signaling import CALLSTORE_KEY
@@ -116,3 +117,25 @@ async def test_a_call_without_consent_has_no_journey(server, base_url, http, htt
     assert call["pages_before"] == [] and call["pages_after"] == [] and call["visitor_id"] is None
     await caller.close()
     await agent.close()
+
+
+async def test_the_landing_page_on_our_own_origin_reads_its_survey_without_an_origin_header(server, base_url, http):
+    """Browsers send no Origin on a same-origin GET: the demo's own landing page must still get its survey."""
+    visitor = new_visitor()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as agent_http:
+        await login(agent_http, base_url, "agent@demo.test")
+        agent = await connect_agent(agent_http, base_url)
+        caller = await connect_caller(http, base_url, visitor=visitor)
+        call_id = (await caller.ok("call.start", queue="support"))["call_id"]
+        await agent.next_event("call.incoming")
+        await agent.ok("call.answer", call_id=call_id)
+        await caller.ok("call.hangup", call_id=call_id)
+        await server.app[CALLSTORE_KEY].flush()
+        async with http.get(f"{base_url}/api/v1/surveys/{call_id}", headers={"Sec-Fetch-Site": "same-origin"}) as response:
+            assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
+        async with http.get(f"{base_url}/api/v1/surveys/{call_id}", headers={"Sec-Fetch-Site": "cross-site"}) as response:
+            assert response.status == 403
+        async with http.post(f"{base_url}/api/v1/surveys/{call_id}", json={"rating": 4}) as response:
+            assert response.status == 403  # writes always need an allowed Origin
+        await caller.close()
+        await agent.close()
