@@ -57,7 +57,9 @@ async def pages_after(db: AsyncSession, call: CallRecord, window: timedelta) -> 
     rows = await db.scalars(
         select(PageEvent)
         .where(PageEvent.site_id == call.site_id, PageEvent.visitor_id == call.visitor_id,
-               PageEvent.ts > call.ended_at, PageEvent.ts <= call.ended_at + window)
+               PageEvent.ts > call.ended_at, PageEvent.ts <= call.ended_at + window,
+               # The landing page Talk sent the caller to is the call's outcome (landing_url), not a page they chose.
+               PageEvent.url.not_like(f"%talk_call={call.id}%"))
         .order_by(PageEvent.ts, PageEvent.id)
         .limit(MAX_PAGES)
     )

@@ -53,9 +53,9 @@ def talk_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "talk.cli"]
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with _http.open(url, timeout=timeout) as response:
+        with _http.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -102,18 +102,31 @@ class TalkDemo:
                 continue
         raise RuntimeError(f"talk demo could not bind a port in 3 attempts:\n{self.output()}")
 
-    def _spawn(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _env(self) -> dict[str, str]:
         # Hermetic: no TALK_* from the developer's shell (a TALK_DATABASE_URL or TALK_CONFIG would leak in).
         env = {k: v for k, v in os.environ.items() if not k.startswith("TALK_")}
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.env)
+        return env
+
+    def _spawn(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [*talk_command(), "demo", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env())
         self.returncode = None
+
+    def cli(self, *args: str, timeout: float = 30.0) -> str:
+        """`talk ARGS --data-dir DIR` against this demo's data (e.g. `token create e2e`) with the same environment;
+        returns its stdout, fails with its output if it exits non-zero."""
+        cmd = [*talk_command(), *args, "--data-dir", str(self.data_dir)]
+        done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=self._env(),
+                              timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done.stdout
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

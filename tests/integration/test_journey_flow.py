@@ -69,7 +69,8 @@ async def test_call_joined_to_its_journey(server, base_url, http, http2, setting
     async with http.post(f"{base_url}/api/v1/surveys/{call_id}", json={"rating": 5, "comment": "<b>great</b>"},
                          headers=origin) as response:
         assert response.status == 201
-    await post_pageviews(http, base_url, visitor, "/demo/offer", "/demo/products/oak-chair")
+    await post_pageviews(http, base_url, visitor, f"/demo/offer?talk_call={call_id}", "/demo/products/oak-chair",
+                         "/demo/products/linen-throw")
     conversion = {"site": "demo-shop", **visitor, "order_id": "A-1", "value": 189, "currency": "EUR"}
     async with http.post(f"{base_url}/api/v1/conversions", json=conversion, headers=origin) as response:
         assert response.status == 201
@@ -80,7 +81,8 @@ async def test_call_joined_to_its_journey(server, base_url, http, http2, setting
         assert response.status == 200, await response.text()
         call = await response.json()
     assert [p["path"] for p in call["pages_before"]] == ["/demo/", "/demo/about", "/demo/products/blue-kettle"]
-    assert [p["path"] for p in call["pages_after"]] == ["/demo/offer", "/demo/products/oak-chair"]
+    # The landing page Talk sent the caller to is the call's outcome (landing_url), not one of the pages after.
+    assert [p["path"] for p in call["pages_after"]] == ["/demo/products/oak-chair", "/demo/products/linen-throw"]
     assert call["survey"]["rating"] == 5 and call["survey"]["comment"] == "<b>great</b>"
     assert call["conversions"] == [{"order_id": "A-1", "value": 189.0, "currency": "EUR", "ts": call["conversions"][0]["ts"]}]
     assert call["disposition"] == "Question answered" and call["agent"]["email"] == "agent@demo.test"
