@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
+from tests.support.browser import in_ci, skip_or_fail  # noqa: F401  (re-exported for the browser tests)
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -28,17 +28,6 @@ AGENT_TONE_HZ = 880
 
 # Straight to 127.0.0.1, whatever *_proxy variables the machine has.
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def skip_or_fail(reason: str, module_level: bool = False) -> None:
-    """Skip on a developer machine; in CI a missing browser must fail, so the browser tests can never silently vanish."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: browser tests are required here)", pytrace=False)
-    pytest.skip(reason, allow_module_level=module_level)
 
 
 def free_port() -> int:

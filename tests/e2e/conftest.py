@@ -17,22 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import AGENT_TONE_HZ, CALLER_TONE_HZ, TalkDemo, skip_or_fail
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
+from tests.e2e import AGENT_TONE_HZ, CALLER_TONE_HZ, TalkDemo
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS, skip_or_fail
 
 def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = 48000, amplitude: float = 0.5) -> Path:
     """A mono 16-bit sine tone. Chromium loops the file as the fake microphone."""

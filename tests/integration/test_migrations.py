@@ -9,7 +9,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from talk.db import upgrade_schema_async
 from talk.models import Base
-from tests.integration.test_postgres import pg_database  # noqa: F401  (fixture)
 
 
 def _differences(connection) -> list:
@@ -31,5 +30,5 @@ async def test_sqlite_schema_matches_the_models(tmp_path):
 
 
 @pytest.mark.postgres
-async def test_postgres_schema_matches_the_models(pg_database):  # noqa: F811
+async def test_postgres_schema_matches_the_models(pg_database):
     await _check(pg_database)

@@ -6,35 +6,12 @@ tests/e2e checks the whole product. Playwright's sync API runs its own event loo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS, skip_or_fail
 from widget_mock import MockTalk
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-def skip_or_fail(reason: str) -> None:
-    # As in tests/e2e: skipped on a developer machine without a browser, a failure in CI.
-    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-        pytest.fail(f"{reason} (CI=true: browser tests are required here)", pytrace=False)
-    pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
