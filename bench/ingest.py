@@ -63,8 +63,6 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HARD_DEADLINE = 900  # seconds: the whole run stops by itself after this, whatever happens
 REQUEST_TIMEOUT = 30.0
 BASELINE_TXN_SIZES = (10, 100, 1000)
-SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON",
-                  "PRAGMA busy_timeout=5000")  # as in talk/db.py
 # --trace-writer: run `talk demo` through this wrapper, which counts the EventWriter's groups (transactions), their
 # rows and the wall time spent writing them, the slowest group, and the pauses of full (generation 2) garbage
 # collections; it prints the running totals five times a second.
@@ -95,6 +93,13 @@ async def _write_group(self, group):
         _totals["write_s"] += took
         _totals["slowest_ms"] = max(_totals["slowest_ms"], took * 1000)
 ingest.EventWriter._write_group = _write_group
+from talk import directory as _directory
+_load_site = _directory.load_site
+async def _counted_load_site(db, key):
+    _totals["site_loads"] += 1
+    return await _load_site(db, key)
+_directory.load_site = _counted_load_site
+_totals["site_loads"] = 0
 _gc_start = [0.0]
 def _gc(phase, info):
     if phase == "start":
@@ -112,7 +117,7 @@ def _report():
         _totals["slowest_ms"] = 0.0
         _totals["gc2_max_ms"] = 0.0
         print(f"BENCH-WRITER {time.time():.3f} {t['groups']} {t['rows']} {t['write_s']:.6f} {t['slowest_ms']:.1f} "
-              f"{t['gc2']} {t['gc2_ms']:.1f} {t['gc2_max_ms']:.1f}", file=sys.stderr, flush=True)
+              f"{t['gc2']} {t['gc2_ms']:.1f} {t['gc2_max_ms']:.1f} {t['site_loads']}", file=sys.stderr, flush=True)
 threading.Thread(target=_report, daemon=True).start()
 from talk.cli import main
 main(sys.argv[1:])
@@ -279,7 +284,7 @@ class Child:
         return {"groups_per_s": groups / elapsed, "rows_per_group": rows / groups if groups else 0.0,
                 "busy": seconds / elapsed, "ms_per_group": seconds * 1000 / groups if groups else 0.0,
                 "slowest_group_ms": max(v[4] for v in inside), "gc2": last[5] - first[5],
-                "gc2_max_ms": max(v[7] for v in inside)}
+                "gc2_max_ms": max(v[7] for v in inside), "site_loads": last[8] - first[8]}
 
     def stop(self, graceful: bool = False) -> None:
         """SIGKILL by default: what was acknowledged must be committed already, not flushed at a clean exit."""
@@ -335,7 +340,8 @@ class Traffic:
                 url += f"?gclid=Cj0KCQiA{n:010d}"
             event = {"id": self.event_id(n), "type": "pageview", "ts": now - (len(numbers) - j) * 1500, "url": url,
                      "title": f"Product {page} – Demo Shop",
-                     "referrer": "https://www.google.com/" if j == 0 else f"https://shop.example.com/p/{(page + 1) % 500}"}
+                     "referrer": ("https://www.google.com/" if j == 0
+                                  else f"https://shop.example.com/p/{(page + 1) % 500}")}
             if n % 2 == 0:
                 event["props"] = {"listing": f"SKU-{page}", "price": 19.9, "in_stock": True}
             events.append(event)
@@ -538,7 +544,12 @@ def phase_result(replies: list[Reply], elapsed: float, t0: float, t1: float) -> 
     ok = [r for r in replies if r.status == 202]
     events = sum(r.events for r in ok)
     low, high = rate_buckets(replies, t0, t1)
+    per_second: dict[int, list[float]] = {}
+    for r in ok:
+        per_second.setdefault(int(r.acked_at - r.latency - t0), []).append(r.latency * 1000)
+    timeline = [(i, round(pct(v, 99), 1), round(max(v), 1), len(v)) for i, v in sorted(per_second.items())]
     return {"requests": len(replies), "acked_requests": len(ok), "events_acked": events,
+            "latency_per_second": timeline,
             "events_per_s": events / elapsed, "latency": summary([r.latency for r in ok]),
             "refused_503": sum(r.status == 503 for r in replies),
             "failed": sum(r.status not in (202, 503) for r in replies),
@@ -640,7 +651,8 @@ def verify(stored_ids: list[str], traffic: Traffic, ledger: Ledger) -> dict[str,
     return {"rows": len(stored_ids), "distinct_event_ids": len(set(stored_ids)),
             "acked_events": len(ledger.acked), "acked_missing": len(ledger.acked - ours),
             "stored_never_sent": len(ours - ledger.sent) + sum(n is None for n in numbers),
-            "sent_not_acked": len(ledger.sent - ledger.acked), "sent_not_acked_stored": len((ledger.sent - ledger.acked) & ours),
+            "sent_not_acked": len(ledger.sent - ledger.acked),
+            "sent_not_acked_stored": len((ledger.sent - ledger.acked) & ours),
             "refused_events": len(refused_only), "refused_stored": len(refused_only & ours)}
 
 
@@ -726,7 +738,8 @@ async def server_run(args, work: Path, pin: bool, name: str, db_env: dict[str, s
     extra = {"BENCH_SQLITE_PRAGMAS": ";".join(args.sqlite_pragma)} if args.sqlite_pragma else {}
     env = child_env({**db_env, **dict(args.server_env), **extra})
     server = Child(f"talk ({name})", cmd, work / f"{name}.log", 0 if pin else None, env)
-    out: dict[str, Any] = {"command": " ".join(cmd), "env": {k: v for k, v in env.items() if k.startswith(("TALK_", "BENCH_"))}}
+    out: dict[str, Any] = {"command": " ".join(cmd),
+                           "env": {k: v for k, v in env.items() if k.startswith(("TALK_", "BENCH_"))}}
     results[name] = out
     traffic = Traffic(args.batch, args.concurrency)
     ledger = Ledger()
@@ -741,7 +754,8 @@ async def server_run(args, work: Path, pin: bool, name: str, db_env: dict[str, s
         await asyncio.sleep(1.0)
         log(f"[{name}] fixed rate: {args.rate:g} events/s in batches of {args.batch} for {args.duration:g} s ...")
         out["fixed_rate"] = await fixed_rate(client, meter, args.rate, args.duration, args.concurrency)
-        log(f"[{name}]   {out['fixed_rate']['events_per_s']:.0f} events/s, " + fmt_summary(out["fixed_rate"]["latency"]))
+        log(f"[{name}]   {out['fixed_rate']['events_per_s']:.0f} events/s, "
+            + fmt_summary(out["fixed_rate"]["latency"]))
         out["saturation"] = []
         for level in args.levels:
             log(f"[{name}] saturation: {level} connections, closed loop, {args.saturation:g} s ...")
@@ -928,7 +942,8 @@ async def writer_baseline(url: str, rows: list[dict[str, Any]], size: int, batch
         await writer.write(rows[:1])  # connect outside the timing (the row is resent in the first group)
 
         async def insert(start: int, stop: int) -> None:
-            results = await asyncio.gather(*(writer.write(rows[i:min(stop, i + batch)]) for i in range(start, stop, batch)))
+            results = await asyncio.gather(*(writer.write(rows[i:min(stop, i + batch)])
+                                             for i in range(start, stop, batch)))
             assert sum(results) == stop - start - (1 if start == 0 else 0), results
 
         return await timed_chunks_async(len(rows), size, seconds, insert)
@@ -961,14 +976,20 @@ def baseline_child(kind: str, target: str, batch: int, count: int, seconds: floa
         columns, params = sqlite_params(rows)
         sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                "ON CONFLICT (site_id, event_id) DO NOTHING")
-        result["executemany_full"] = {}
-        for kind, extra in (("executemany", ()), ("executemany_full", ("PRAGMA synchronous=FULL",))):
+        from talk.db import _sqlite_pragmas  # the server's own connection set-up: the same pragmas, whatever they are
+
+        result["executemany_normal"] = {}
+        for kind, extra in (("executemany", ()), ("executemany_normal", ("PRAGMA synchronous=NORMAL",))):
             for size in BASELINE_TXN_SIZES:
                 path = Path(target) / f"raw-{kind}-{size}.db"
                 shutil.copy(template, path)
                 con = sqlite3.connect(path)
-                for pragma in (*SQLITE_PRAGMAS, *extra):
+                _sqlite_pragmas(con, None)
+                for pragma in extra:
                     con.execute(pragma)
+                if kind == "executemany":
+                    result["pragmas"] = {name: con.execute(f"PRAGMA {name}").fetchone()[0]
+                                         for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
 
                 def insert(start: int, stop: int) -> None:
                     with con:  # one transaction per chunk
@@ -1008,7 +1029,8 @@ def baseline_child(kind: str, target: str, batch: int, count: int, seconds: floa
         columns = list(rows[0])
         json_columns = {c.name for c in PageEvent.__table__.columns if c.type.__class__.__name__ == "JSON"}
         params = [tuple(json.dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows]
-        sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) "
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({placeholders}) "
                "ON CONFLICT (site_id, event_id) DO NOTHING")
         for size in BASELINE_TXN_SIZES:
             await con.execute("TRUNCATE events")
@@ -1144,8 +1166,8 @@ def markdown(args, results: dict) -> str:
             line = (f"| {label} | {p['events_per_s']:,.0f} | {p['requests']:,} | {lat['p50']:.1f} | {lat['p95']:.1f} | "
                     f"{lat['p99']:.1f} | {lat['max']:.1f} | {p['slowest_second_events']:,.0f} | {p['server_cpu']:.0%} | "
                     f"{p['server_cpu_us_per_event']:.0f} | {p['client_cpu']:.0%} | {others} | "
-                    + (f"{p['quiet_seconds']}/{p['seconds']} | {p['quiet_latency']['p99']:.1f} (n={p['quiet_latency']['count']}) | "
-                       if "quiet_seconds" in p else "– | – | ")
+                    + (f"{p['quiet_seconds']}/{p['seconds']} | {p['quiet_latency']['p99']:.1f} "
+                       f"(n={p['quiet_latency']['count']}) | " if "quiet_seconds" in p else "– | – | ")
                     + f"{p['fsync']['p50']:.1f} / {p['fsync']['max']:.0f} |")
             if name == "postgresql":
                 line += f" {p['pg_cpu']:.0%} | {p['pg_rows_per_commit']:.0f} |"
@@ -1161,7 +1183,8 @@ def markdown(args, results: dict) -> str:
             notes.append("Writer (`--trace-writer`): " + "; ".join(
                 f"{label}: {w['groups_per_s']:.0f} transactions/s of {w['rows_per_group']:.0f} rows, "
                 f"{w['ms_per_group']:.1f} ms each (slowest {w['slowest_group_ms']:.0f} ms), writing {w['busy']:.0%} "
-                f"of the time; {w['gc2']:.0f} full GCs (longest {w['gc2_max_ms']:.0f} ms)"
+                f"of the time; {w['gc2']:.0f} full GCs (longest {w['gc2_max_ms']:.0f} ms); "
+                f"{w['site_loads']:.0f} site reloads (SiteCache)"
                 for label, w in writer_rows) + ".")
         notes.append(f"Saturation: **{best['events_per_s']:,.0f} events/s** with {best['connections']} connections, "
                      f"{best['events_per_s'] / raw_sqlite:.2f}× the raw sqlite3 `executemany` baseline "
@@ -1218,8 +1241,10 @@ def markdown(args, results: dict) -> str:
             continue
         b = results[key]
         raw_name = "sqlite3" if key == "baseline_sqlite" else "asyncpg"
-        for kind, what in (("executemany", f"{label}: raw {raw_name} `executemany`"),
-                           ("executemany_full", f"{label}: raw {raw_name} `executemany`, `synchronous=FULL`"),
+        pragmas = b.get("pragmas")
+        same = (" (the server's pragmas: " + ", ".join(f"{k}={v}" for k, v in pragmas.items()) + ")") if pragmas else ""
+        for kind, what in (("executemany", f"{label}: raw {raw_name} `executemany`{same}"),
+                           ("executemany_normal", f"{label}: raw {raw_name} `executemany`, but `synchronous=NORMAL`"),
                            ("event_writer", f"{label}: EventWriter, no HTTP (SQLAlchemy, RETURNING)")):
             for size, f in b.get(kind, {}).items():
                 out.append(f"| {what} | {size} | {f['rows_per_s']:,.0f} | {f['cpu_us_per_row']:.0f} |")
@@ -1330,7 +1355,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average {results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after\n")
     options = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                if k in ("rate", "batch", "concurrency", "duration", "saturation", "burst", "replay", "baseline_rows")]
-    diagnosis = [f"--trace-writer" for _ in [0] if args.trace_writer] + \
+    diagnosis = (["--trace-writer"] if args.trace_writer else []) + \
         [f"--sqlite-pragma {p}" for p in args.sqlite_pragma] + [f"--server-env {k}={v}" for k, v in args.server_env]
     print(f"Options: {' '.join(options)}" + (f"; diagnosis: {' '.join(diagnosis)}" if diagnosis else "") + "\n")
     print(markdown(args, results), flush=True)
