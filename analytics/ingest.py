@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from analytics.eventstore import EventStore, event_store
 from analytics.sources import attribution_of
 from analytics.validation import EventBatch
-from talk.models import PageEvent
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +75,17 @@ class _Pending:
 
 class EventWriter:
     def __init__(self, engine: AsyncEngine, max_pending: int, linger: float) -> None:
-        self._engine = engine
+        self._store: EventStore = event_store(engine)
         self._max_pending = max_pending
         self._linger = linger
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._pending_rows = 0
         self._task: asyncio.Task | None = None
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._statement = (
-            insert(PageEvent)
-            .on_conflict_do_nothing(index_elements=["site_id", "event_id"])
-            .returning(PageEvent.site_id, PageEvent.event_id)
-        )
+
+    @property
+    def overloaded(self) -> bool:
+        """Already full: a request can be refused before its body is even read."""
+        return self._pending_rows >= self._max_pending
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
@@ -99,6 +97,7 @@ class EventWriter:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._store.close()
 
     async def write(self, rows: list[dict[str, Any]]) -> int:
         """Store the rows; returns how many were new. Raises Overloaded without storing anything."""
@@ -111,9 +110,14 @@ class EventWriter:
 
     async def _run(self) -> None:
         while True:
-            group = [await self._queue.get()]
-            if self._linger:
-                await asyncio.sleep(self._linger)
+            if self._queue.empty():
+                group = [await self._queue.get()]
+                # The writer was idle: wait a moment for company, so a trickle of requests still shares commits.
+                # Requests that queued while a transaction ran have waited already and go at once.
+                if self._linger:
+                    await asyncio.sleep(self._linger)
+            else:
+                group = [self._queue.get_nowait()]
             size = len(group[0].rows)
             while not self._queue.empty() and size < MAX_ROWS_PER_TRANSACTION:
                 group.append(self._queue.get_nowait())
@@ -121,25 +125,16 @@ class EventWriter:
             await self._write_group(group)
 
     async def _write_group(self, group: list[_Pending]) -> None:
-        rows = [row for pending in group for row in pending.rows]
         try:
-            async with self._engine.begin() as connection:
-                result = await connection.execute(self._statement, rows)
-                inserted = {(r.site_id, r.event_id) for r in result}
+            counts = await self._store.write_group([pending.rows for pending in group])
         except Exception as exc:  # nothing of the group was committed: every request in it fails and may retry
-            log.exception("could not write %d events", len(rows))
+            log.exception("could not write %d events", sum(len(p.rows) for p in group))
             for pending in group:
                 if not pending.done.done():
                     pending.done.set_exception(exc)
         else:
-            for pending in group:
-                new = 0
-                for row in pending.rows:  # an id sent twice in one group was inserted once: count it once
-                    key = (row["site_id"], row["event_id"])
-                    if key in inserted:
-                        inserted.discard(key)
-                        new += 1
+            for pending, new in zip(group, counts):
                 if not pending.done.done():
                     pending.done.set_result(new)
         finally:
-            self._pending_rows -= len(rows)
+            self._pending_rows -= sum(len(p.rows) for p in group)

@@ -72,14 +72,14 @@ from analytics import ingest
 from talk import db as _db
 _extra = [p for p in os.environ.pop("BENCH_SQLITE_PRAGMAS", "").split(";") if p]
 if _extra:  # --sqlite-pragma: after talk/db.py's own pragmas, on every new SQLite connection
-    _own = _db._sqlite_pragmas
+    _own = _db.sqlite_pragmas
     def _pragmas(connection, record):
         _own(connection, record)
         cursor = connection.cursor()
         for pragma in _extra:
             cursor.execute("PRAGMA " + pragma)
         cursor.close()
-    _db._sqlite_pragmas = _pragmas
+    _db.sqlite_pragmas = _pragmas
 _totals = {"groups": 0, "rows": 0, "write_s": 0.0, "slowest_ms": 0.0, "gc2": 0, "gc2_ms": 0.0, "gc2_max_ms": 0.0}
 _original = ingest.EventWriter._write_group
 async def _write_group(self, group):
@@ -976,7 +976,7 @@ def baseline_child(kind: str, target: str, batch: int, count: int, seconds: floa
         columns, params = sqlite_params(rows)
         sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                "ON CONFLICT (site_id, event_id) DO NOTHING")
-        from talk.db import _sqlite_pragmas  # the server's own connection set-up: the same pragmas, whatever they are
+        from talk.db import sqlite_pragmas  # the server's own connection set-up: the same pragmas, whatever they are
 
         result["executemany_normal"] = {}
         for kind, extra in (("executemany", ()), ("executemany_normal", ("PRAGMA synchronous=NORMAL",))):
@@ -984,7 +984,7 @@ def baseline_child(kind: str, target: str, batch: int, count: int, seconds: floa
                 path = Path(target) / f"raw-{kind}-{size}.db"
                 shutil.copy(template, path)
                 con = sqlite3.connect(path)
-                _sqlite_pragmas(con, None)
+                sqlite_pragmas(con, None)
                 for pragma in extra:
                     con.execute(pragma)
                 if kind == "executemany":

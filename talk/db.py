@@ -40,11 +40,11 @@ async def upgrade_schema_async(database_url: str) -> None:
 def create_engine(database_url: str) -> AsyncEngine:
     engine = create_async_engine(database_url, pool_pre_ping=not database_url.startswith("sqlite"))
     if database_url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (reports, the CLI) work while the server writes; synchronous=FULL makes a commit survive a
     # power cut, which acknowledged events are promised (writes are grouped, so it costs one fsync per group);
     # foreign keys are off by default in SQLite.

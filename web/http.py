@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -80,23 +81,45 @@ def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
 
 
 class SiteCache:
-    """Sites by key, read from the database at most every 30 s, so ingestion does not query per request."""
+    """Sites by key, read from the database at most every 30 s, so ingestion does not query per request.
+
+    One load per key at a time: concurrent requests for a key being loaded await that load, and an expired entry is
+    served while it reloads in the background (otherwise every request in flight at expiry queries the database)."""
 
     def __init__(self) -> None:
         self._sites: dict[str, tuple[float, SiteInfo | None]] = {}
+        self._loading: dict[str, asyncio.Task] = {}
 
     async def get(self, request: web.Request, key: str) -> SiteInfo:
-        now = time.monotonic()
         cached = self._sites.get(key)
-        if cached is None or now - cached[0] > SITE_CACHE_SECONDS:
-            async with request.app[SESSIONMAKER_KEY]() as db:
-                cached = (now, await directory.load_site(db, key))
-            if len(self._sites) > 10_000:  # unknown keys must not grow it without bound
-                self._sites.clear()
-            self._sites[key] = cached
+        if cached is None:
+            cached = await asyncio.shield(self._load(request.app, key))  # one cancelled request stops no load
+        elif time.monotonic() - cached[0] > SITE_CACHE_SECONDS:
+            self._load(request.app, key)
         if cached[1] is None:
             raise ApiError(404, "not_found", "unknown site key")
         return cached[1]
+
+    def _load(self, app: web.Application, key: str) -> asyncio.Task:
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read(app, key))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return task
+
+    def _loaded(self, key: str, task: asyncio.Task) -> None:
+        self._loading.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:  # a refresh nobody awaited: say why, keep stale
+            log.error("could not load site %r", key, exc_info=task.exception())
+
+    async def _read(self, app: web.Application, key: str) -> tuple[float, SiteInfo | None]:
+        async with app[SESSIONMAKER_KEY]() as db:
+            entry = (time.monotonic(), await directory.load_site(db, key))
+        if len(self._sites) > 10_000:  # unknown keys must not grow it without bound
+            self._sites.clear()
+        self._sites[key] = entry
+        return entry
 
 
 SITE_CACHE_KEY = web.AppKey("site_cache", SiteCache)

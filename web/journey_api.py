@@ -35,6 +35,12 @@ async def _site_of(request: web.Request, data: dict):
 
 
 async def post_events(request: web.Request) -> web.Response:
+    if request.app[EVENT_WRITER_KEY].overloaded:
+        # Refused before any work (reading, parsing, validating). The site isn't known yet, so any origin may read
+        # this refusal (it reveals nothing, and the widget sends no credentials): its retry needs the status.
+        raise ApiError(503, "overloaded", "too many events are waiting to be written",
+                       {"Retry-After": "1", "Access-Control-Allow-Origin": "*",
+                        "Access-Control-Expose-Headers": "Retry-After"})
     data = await read_json(request, EVENTS_MAX_BYTES)
     site = await _site_of(request, data)
     allow_origin(request, site)

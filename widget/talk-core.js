@@ -213,7 +213,7 @@
   }
 
   // Send what is queued, one batch per visitor/session (≤ 50 events, ≤ 32 KiB). `leaving`: the page is going away,
-  // send even while paused by a 503 (the beacon is the last chance).
+  // send even while paused by a 503 (the last chance).
   function flush(leaving) {
     if (!leaving && Date.now() < pausedUntil) return;
     while (outbox.length) {
@@ -226,14 +226,18 @@
         body = next;
       }
       outbox.splice(0, batch.length);
-      sendEvents(body, batch);
+      sendEvents(body, batch, leaving);
     }
   }
 
-  function sendEvents(body, batch) {
-    try {
-      if (navigator.sendBeacon(cfg.api + '/api/v1/events', new Blob([body], { type: 'text/plain' }))) return;
-    } catch (e) { /* no sendBeacon, or it threw: fetch below */ }
+  // fetch with keepalive outlives the page too, and unlike a beacon it sees a 503, so a refused batch is retried.
+  // The beacon is for a page being left (where browsers cap keepalive bodies) or a browser without keepalive fetch.
+  function sendEvents(body, batch, leaving) {
+    if (leaving || !w.fetch) {
+      try {
+        if (navigator.sendBeacon(cfg.api + '/api/v1/events', new Blob([body], { type: 'text/plain' }))) return;
+      } catch (e) { /* no sendBeacon, or it threw: fetch below */ }
+    }
     post('/api/v1/events', body).then(safe(function (r) {
       if (r.status !== 503) return r.ok || warn('page view not recorded: HTTP ' + r.status);
       // Overloaded: nothing was stored. Try again after Retry-After (a fresh sent_at), at most 3 times.

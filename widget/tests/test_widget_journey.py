@@ -191,11 +191,12 @@ def test_blocked_storage_never_breaks_the_page(mock: MockTalk, browsing):
     assert "internal error" not in browsing.warnings()
 
 
-def test_fetch_fallback_waits_for_retry_after_then_resends_the_same_events(mock: MockTalk, browsing):
-    """Without sendBeacon the widget POSTs with fetch (keepalive, text/plain); a 503 is retried after Retry-After
-    with the same event ids and a fresh sent_at."""
+def test_page_views_go_by_fetch_and_wait_for_retry_after_then_resend_the_same_events(mock: MockTalk, browsing):
+    """While the page stays, the widget POSTs with fetch (keepalive, text/plain), not a beacon, so it sees a 503:
+    the batch is retried after Retry-After with the same event ids and a fresh sent_at."""
     page = browsing.page
-    page.add_init_script("Object.defineProperty(Navigator.prototype, 'sendBeacon', {value: undefined});")
+    page.add_init_script("navigator.sendBeacon = function () { window.__beacons = (window.__beacons || 0) + 1; "
+                         "return true; };")  # a beacon would be "sent" and lost: the retry below shows it isn't used
     mock.event_statuses.extend([503])
     open_page(page, mock, "/busy")
     mock.wait_for(lambda: len(mock.events()) == 2, timeout=6, what="the retry")
@@ -203,6 +204,7 @@ def test_fetch_fallback_waits_for_retry_after_then_resends_the_same_events(mock:
     assert [e["id"] for e in first["events"]] == [e["id"] for e in second["events"]]
     assert second["sent_at"] - first["sent_at"] >= 900
     assert all(r.content_type == "text/plain" for r in mock.events())
+    assert page.evaluate("window.__beacons || 0") == 0
     no_preflights(mock)
 
 
