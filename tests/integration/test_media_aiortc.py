@@ -8,88 +8,15 @@ both ways to exercise the end-of-candidates relay.
 from __future__ import annotations
 
 import asyncio
-import collections
-import fractions
-import time
 
-import av
-import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
 from tests.support.client import Peer, connect_agent, connect_caller, login
+from tests.support.media import Ear, Tone
 
-RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
 CALLER_HZ, AGENT_HZ = 440, 880
-FRAMES_NEEDED = 50  # one second of received audio on each side
 TIMEOUT = 15
-
-
-class Tone(AudioStreamTrack):
-    """A sine tone as 20 ms s16 mono 48 kHz frames, paced in real time like a microphone."""
-
-    def __init__(self, hz: int) -> None:
-        super().__init__()
-        # One second holds a whole number of periods, so slicing it by pts loops seamlessly.
-        t = np.arange(RATE) / RATE
-        self._second = (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16)
-        self._pts = -FRAME_SAMPLES
-        self._t0 = 0.0
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        self._pts += FRAME_SAMPLES
-        if self._pts == 0:
-            self._t0 = time.monotonic()
-        else:
-            await asyncio.sleep(max(0.0, self._t0 + self._pts / RATE - time.monotonic()))
-        start = self._pts % RATE
-        samples = self._second[start:start + FRAME_SAMPLES].reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        return frame
-
-
-class Ear:
-    """Consumes every remote track until it ends; counts frames and keeps the last 200 ms of the first channel."""
-
-    def __init__(self) -> None:
-        self.frames = 0
-        self.recent: collections.deque[np.ndarray] = collections.deque(maxlen=10)
-        self.heard_enough = asyncio.Event()
-        self.tasks: list[asyncio.Task] = []
-        self.rate = RATE
-
-    def attach(self, pc: RTCPeerConnection) -> None:
-        pc.on("track", lambda track: self.tasks.append(asyncio.create_task(self._consume(track))))
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                channels = len(frame.layout.channels)
-                self.recent.append(frame.to_ndarray().reshape(-1, channels)[:, 0].astype(np.float32))
-                self.rate = frame.sample_rate
-                self.frames += 1
-                if self.frames >= FRAMES_NEEDED:
-                    self.heard_enough.set()
-        except MediaStreamError:
-            pass
-
-    def dominant_hz(self) -> float:
-        samples = np.concatenate(list(self.recent))
-        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-        return float(np.argmax(spectrum)) * self.rate / len(samples)
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def new_pc(hello: dict, ear: Ear, hz: int) -> RTCPeerConnection:
@@ -109,7 +36,7 @@ async def end_of_candidates(sender: Peer, receiver: Peer, receiver_pc: RTCPeerCo
 
 
 async def hear(caller_ear: Ear, agent_ear: Ear) -> None:
-    """Both sides receive at least FRAMES_NEEDED frames (one second of audio), or fail saying how far they got."""
+    """Both sides receive at least `Ear.frames_needed` frames (one second of audio), or fail saying how far they got."""
     try:
         await asyncio.wait_for(asyncio.gather(caller_ear.heard_enough.wait(), agent_ear.heard_enough.wait()), TIMEOUT)
     except TimeoutError:
