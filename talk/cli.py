@@ -9,13 +9,14 @@ import getpass
 import resource
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from analytics.privacy import forget_visitor
-from talk import directory
+from talk import directory, sellers
 from talk.apitokens import create_token
 from talk.app import create_app
 from talk.db import create_engine, upgrade_schema
@@ -130,10 +131,15 @@ def cmd_queue_create(args: argparse.Namespace) -> None:
     _admin(args, action)
 
 
-def cmd_account_create(args: argparse.Namespace) -> None:
+def _new_password(args: argparse.Namespace) -> str:
     password = args.password or getpass.getpass("Password for the new account: ")
     if len(password) < 8:
         sys.exit("talk: the password must have at least 8 characters")
+    return password
+
+
+def cmd_account_create(args: argparse.Namespace) -> None:
+    password = _new_password(args)
 
     async def action(db: AsyncSession) -> str:
         account = await directory.create_account(db, args.email, args.name or args.email, password, Role(args.role))
@@ -157,9 +163,88 @@ def cmd_queue_configure(args: argparse.Namespace) -> None:
         queue = await directory.configure_queue(
             db, args.site, args.name, landing_url=args.landing_url, redirect=args.redirect,
             dispositions=args.disposition or ([] if args.clear_dispositions else None),
-            rating_question=args.rating_question, comment_question=args.comment_question)
+            rating_question=args.rating_question, comment_question=args.comment_question, voicemail=args.voicemail)
         return (f"queue {queue.name}: landing page {queue.landing_url or '(none)'}, "
-                f"redirect {'on' if queue.redirect_enabled else 'off'}")
+                f"redirect {'on' if queue.redirect_enabled else 'off'}, "
+                f"voicemail {'on' if queue.voicemail_enabled else 'off'}")
+
+    _admin(args, action)
+
+
+def _call_links(settings: Settings, token: str) -> str:
+    url = f"{_base_url(settings)}/c/{token}"
+    return f"call page {url}\nQR code {url}.svg {url}.png"
+
+
+def cmd_queue_link(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def action(db: AsyncSession) -> str:
+        queue = await directory.queue_by_name(db, args.site, args.queue)
+        if queue.kind != directory.AGENT_QUEUE:
+            raise directory.DirectoryError("a seller's queue has no call page: give out its masked endpoints")
+        return f"queue {queue.name} ({queue.display_name}) on site {args.site}\n" + _call_links(settings, queue.call_token)
+
+    _admin(args, action)
+
+
+def cmd_seller_create(args: argparse.Namespace) -> None:
+    password = _new_password(args)
+
+    async def action(db: AsyncSession) -> str:
+        seller = await sellers.create_seller(db, args.site, args.email, args.name, password, args.public_name)
+        return f"seller account {seller.email} (id {seller.id}), shown to buyers as {seller.public_name!r}, on {args.site}"
+
+    _admin(args, action)
+
+
+def cmd_seller_add_site(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        await sellers.add_seller_site(db, args.email, args.site)
+        return f"seller {args.email.strip().lower()} sells on {args.site}"
+
+    _admin(args, action)
+
+
+def _expiry(value: str):
+    try:
+        return sellers.parse_expiry(value)
+    except directory.DirectoryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_endpoint_create(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    if args.expires_in_days is not None and args.expires_in_days <= 0:
+        sys.exit("talk: --expires-in-days must be a positive number")
+
+    async def action(db: AsyncSession) -> str:
+        now = directory.utcnow()
+        expires = args.expires or (now + timedelta(days=args.expires_in_days) if args.expires_in_days else None)
+        endpoint = await sellers.create_endpoint(db, args.seller, args.site, listing=args.listing, label=args.label,
+                                                 expires_at=expires, now=now)
+        until = f", expires {endpoint.expires_at.isoformat(timespec='minutes')}" if endpoint.expires_at else ""
+        return f"masked endpoint {endpoint.token}{until}\n" + _call_links(settings, endpoint.token)
+
+    _admin(args, action)
+
+
+def cmd_endpoint_revoke(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        endpoint = await sellers.revoke_endpoint(db, args.token)
+        return f"masked endpoint {endpoint.token} revoked ({endpoint.revoked_at.isoformat(timespec='seconds')})"
+
+    _admin(args, action)
+
+
+def cmd_endpoint_list(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        now = directory.utcnow()
+        found = await sellers.list_endpoints(db, args.seller)
+        lines = [f"{e.token}  {e.status(now):<7}  {e.site_key}  {e.seller_email} ({e.seller_public_name})  "
+                 f"listing {e.listing or '-'}  label {e.label or '-'}  "
+                 f"expires {e.expires_at.isoformat(timespec='minutes') if e.expires_at else 'never'}" for e in found]
+        return "\n".join(lines) or "no masked endpoints"
 
     _admin(args, action)
 
@@ -220,7 +305,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clear-dispositions", action="store_true")
     p.add_argument("--rating-question", help="the survey's 1-5 question ('' for the widget's own text)")
     p.add_argument("--comment-question", help="the survey's comment prompt ('' for the widget's own text)")
+    p.add_argument("--voicemail", action=argparse.BooleanOptionalAction, default=None,
+                   help="let callers leave a voicemail when nobody answers (--no-voicemail: the call just ends)")
     p.set_defaults(fn=cmd_queue_configure)
+
+    p = queue.add_parser("link", parents=[common], help="print the queue's call page URL and QR code URLs")
+    p.add_argument("--site", required=True, help="site key")
+    p.add_argument("--queue", required=True, help="queue name")
+    p.set_defaults(fn=cmd_queue_link)
+
+    seller = sub.add_parser("seller", help="seller accounts").add_subparsers(dest="seller_command", required=True)
+    p = seller.add_parser("create", parents=[common], help="create a seller account with its queue on a site")
+    p.add_argument("--site", required=True, help="site key")
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", required=True, help="the seller's own name (never shown to buyers)")
+    p.add_argument("--public-name", required=True, help="the name buyers see, e.g. the shop's name")
+    p.add_argument("--password", help="(default: asked for)")
+    p.set_defaults(fn=cmd_seller_create)
+    p = seller.add_parser("add-site", parents=[common], help="let a seller sell (and be called) on another site")
+    p.add_argument("--email", required=True)
+    p.add_argument("--site", required=True, help="site key")
+    p.set_defaults(fn=cmd_seller_add_site)
+
+    endpoint = sub.add_parser("endpoint", help="sellers' masked endpoints").add_subparsers(
+        dest="endpoint_command", required=True)
+    p = endpoint.add_parser("create", parents=[common], help="create a masked endpoint; prints its token and call page")
+    p.add_argument("--seller", required=True, help="the seller's e-mail")
+    p.add_argument("--site", required=True, help="site key")
+    p.add_argument("--listing", help="the listing it calls about, e.g. a SKU")
+    p.add_argument("--label", help="what buyers see besides the seller's public name, e.g. the listing's title")
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--expires", type=_expiry, help="ISO date or datetime, e.g. 2027-01-31T00:00Z (no zone: UTC)")
+    expiry.add_argument("--expires-in-days", type=float)
+    p.set_defaults(fn=cmd_endpoint_create)
+    p = endpoint.add_parser("revoke", parents=[common], help="revoke a masked endpoint for good")
+    p.add_argument("token")
+    p.set_defaults(fn=cmd_endpoint_revoke)
+    p = endpoint.add_parser("list", parents=[common], help="list masked endpoints")
+    p.add_argument("--seller", help="only this seller's (e-mail)")
+    p.set_defaults(fn=cmd_endpoint_list)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     p = token.add_parser("create", parents=[common], help="create an API token for the call and reports APIs")

@@ -13,10 +13,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from talk.models import Account, Disposition, Queue, QueueMember, Site
+from talk.models import QUEUE_TOKEN_PREFIX, Account, Disposition, Queue, QueueMember, Site
 from talk.types import Role
 
 _hasher = PasswordHasher()  # stateless configuration object, safe to share
+
+
+AGENT_QUEUE = "agents"  # Queue.kind: a queue of agents, public to the site's widget
+SELLER_QUEUE = "seller"  # Queue.kind: one seller's private queue on a site (talk.sellers)
+SELLER_QUEUE_PREFIX = "seller-"  # seller queues are named seller-<account id>; agent queues may not be
 
 
 class DirectoryError(ValueError):
@@ -33,6 +38,9 @@ class QueueInfo:
     redirect_enabled: bool = True
     dispositions: tuple[tuple[str, str | None], ...] = ()  # (name, landing URL or None), in display order
     site_origins: tuple[str, ...] = ()
+    kind: str = AGENT_QUEUE  # SELLER_QUEUE: not to be listed to callers (only masked endpoints reach it)
+    seller_id: int | None = None
+    voicemail_enabled: bool = True
 
     @property
     def disposition_names(self) -> list[str]:
@@ -121,6 +129,8 @@ async def site_by_key(db: AsyncSession, key: str) -> Site:
 
 async def create_queue(db: AsyncSession, site_key: str, name: str, display_name: str | None = None) -> Queue:
     site = await site_by_key(db, site_key)
+    if name.startswith(SELLER_QUEUE_PREFIX):
+        raise DirectoryError(f"queue names starting with {SELLER_QUEUE_PREFIX!r} are kept for sellers' own queues")
     if await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == name)):
         raise DirectoryError(f"site {site_key} has a queue {name!r} already")
     queue = Queue(site_id=site.id, name=name, display_name=display_name or name.title(), created_at=utcnow())
@@ -136,6 +146,23 @@ async def add_queue_member(db: AsyncSession, site_key: str, queue_name: str, ema
     if queue is None or account is None:
         raise DirectoryError(f"no queue {queue_name!r} on {site_key} or no account {email}")
     await db.merge(QueueMember(queue_id=queue.id, account_id=account.id))
+
+
+async def queue_by_name(db: AsyncSession, site_key: str, name: str) -> Queue:
+    site = await site_by_key(db, site_key)
+    queue = await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == name))
+    if queue is None:
+        raise DirectoryError(f"site {site_key} has no queue {name!r}")
+    return queue
+
+
+async def agent_queue_by_call_token(db: AsyncSession, token: str) -> tuple[Queue, Site] | None:
+    """The agent queue whose standalone call page is /c/<token> (seller queues are reached by masked endpoints)."""
+    if not token.startswith(QUEUE_TOKEN_PREFIX) or len(token) > 48:
+        return None
+    row = (await db.execute(select(Queue, Site).join(Site, Site.id == Queue.site_id)
+                            .where(Queue.call_token == token, Queue.kind == AGENT_QUEUE))).first()
+    return (row[0], row[1]) if row else None
 
 
 def is_relative(url: str) -> bool:
@@ -159,12 +186,13 @@ def check_landing_url(url: str, site_origins: list[str] | tuple[str, ...]) -> st
 
 async def configure_queue(db: AsyncSession, site_key: str, name: str, *, landing_url: str | None = None,
                           redirect: bool | None = None, dispositions: list[tuple[str, str | None]] | None = None,
-                          rating_question: str | None = None, comment_question: str | None = None) -> Queue:
+                          rating_question: str | None = None, comment_question: str | None = None,
+                          voicemail: bool | None = None) -> Queue:
     """Post-call settings of a queue; only the arguments given change. Dispositions replace the old list."""
     site = await site_by_key(db, site_key)
-    queue = await db.scalar(select(Queue).where(Queue.site_id == site.id, Queue.name == name))
-    if queue is None:
-        raise DirectoryError(f"site {site_key} has no queue {name!r}")
+    queue = await queue_by_name(db, site_key, name)
+    if voicemail is not None:
+        queue.voicemail_enabled = voicemail
     if landing_url is not None:
         queue.landing_url = check_landing_url(landing_url, site.allowed_origins) if landing_url else None
     if redirect is not None:
@@ -199,7 +227,8 @@ async def _queue_infos(db: AsyncSession, queues: list[Queue]) -> list[QueueInfo]
     sites = {s.id: s for s in await db.scalars(select(Site).where(Site.id.in_({q.site_id for q in queues})))}
     return [
         QueueInfo(q.id, q.site_id, q.name, q.display_name, q.landing_url, q.redirect_enabled,
-                  tuple(dispositions.get(q.id, ())), tuple(sites[q.site_id].allowed_origins))
+                  tuple(dispositions.get(q.id, ())), tuple(sites[q.site_id].allowed_origins),
+                  q.kind, q.seller_id, q.voicemail_enabled)
         for q in queues
     ]
 
@@ -222,6 +251,7 @@ async def site_by_secret(db: AsyncSession, secret: str) -> SiteInfo | None:
 
 
 async def site_queues(db: AsyncSession, site_id: int) -> list[QueueInfo]:
+    """Every queue of the site, sellers' private queues included: callers' lists must filter on `kind`."""
     return await _queue_infos(db, list(await db.scalars(select(Queue).where(Queue.site_id == site_id).order_by(Queue.name))))
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from datetime import timezone
+import secrets
+from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, TypeDecorator,
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, Numeric, String, Text, TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,6 +42,8 @@ class Account(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The name buyers see for a seller (None: the account's name); never the e-mail.
+    public_name: Mapped[str | None] = mapped_column(String(120))
 
 
 class Site(Base):
@@ -56,7 +57,18 @@ class Site(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+QUEUE_TOKEN_PREFIX = "q_"
+
+
+def new_call_token() -> str:
+    """The secret part of a queue's standalone call page (/c/<token>); unguessable, so pages can't be enumerated."""
+    return QUEUE_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
 class Queue(Base):
+    """A queue of agents (kind 'agents'), or a seller's private queue on one site (kind 'seller', name
+    'seller-<account id>', the seller its only member): seller calls ring through the same machinery."""
+
     __tablename__ = "queues"
     __table_args__ = (UniqueConstraint("site_id", "name"),)
 
@@ -70,6 +82,10 @@ class Queue(Base):
     redirect_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     survey_rating_question: Mapped[str | None] = mapped_column(String(300))
     survey_comment_question: Mapped[str | None] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(10), default="agents", server_default="agents")
+    seller_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    call_token: Mapped[str] = mapped_column(String(48), unique=True, default=new_call_token)
+    voicemail_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 class Disposition(Base):
@@ -115,6 +131,9 @@ class CallRecord(Base):
     has_journey: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     disposition: Mapped[str | None] = mapped_column(String(120))
     landing_url: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(10), default="agent", server_default="agent")  # or "seller"
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("seller_endpoints.id", ondelete="SET NULL"))
+    listing: Mapped[str | None] = mapped_column(String(120))
 
 
 class PageEvent(Base):
@@ -187,3 +206,54 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SellerEndpoint(Base):
+    """A masked endpoint: an opaque token a site puts on a call button (or a call link / QR code) that reaches a
+    seller without revealing who they are; optionally tied to a listing, revocable, optionally expiring."""
+
+    __tablename__ = "seller_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(48), unique=True)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+    listing: Mapped[str | None] = mapped_column(String(120))
+    label: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EndpointRefusal(Base):
+    """A buyer tried a revoked or expired masked endpoint (from a call page or a call button)."""
+
+    __tablename__ = "endpoint_refusals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("seller_endpoints.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    visitor_id: Mapped[str | None] = mapped_column(String(48), index=True)
+    reason: Mapped[str] = mapped_column(String(10))  # "revoked" or "expired"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Voicemail(Base):
+    """A message a caller left when nobody answered: a standard audio file under <data_dir>/voicemail/, for the
+    seller (recipient) or, with no recipient, for the members of the queue."""
+
+    __tablename__ = "voicemails"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"), index=True)
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    listing: Mapped[str | None] = mapped_column(String(120))
+    buyer_alias: Mapped[str] = mapped_column(String(40))
+    file_name: Mapped[str] = mapped_column(String(100))
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handled_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     ice_servers: list[dict[str, Any]] = Field(default_factory=list, description='RTCIceServer list as JSON, e.g. [{"urls": "stun:stun.example.com:3478"}].')
     ring_timeout: float = Field(20.0, gt=0, description="Seconds an agent's console rings before the next agent rings.")
     max_queue_wait: float = Field(600.0, gt=0, description="Seconds a caller may wait in a queue before the call ends with no-agent.")
+    voicemail_max_seconds: float = Field(120.0, gt=0, le=600, description="Longest voicemail in seconds; the recording stops there.")
     hello_timeout: float = Field(10.0, gt=0, description="Seconds a new WebSocket has to send hello.")
     ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between WebSocket pings.")
     ws_max_message_bytes: int = Field(65536, ge=1024, le=1048576, description="Largest accepted signaling message.")

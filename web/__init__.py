@@ -13,10 +13,12 @@ from talk.settings import SETTINGS_KEY
 from talk.types import CONSOLE_ROLES
 from talk.sessions import csrf_token
 from web.auth import login_page, login_submit, logout, require_account
+from web.callpage import setup_call_pages
 from web.calls_api import setup_calls_api
 from web.demo import setup_demo_routes
 from web.http import SITE_CACHE_KEY, SiteCache, api_errors
 from web.journey_api import setup_journey_api
+from web.sellers_api import setup_sellers_api
 
 HERE = Path(__file__).parent
 
@@ -86,5 +88,7 @@ def setup_web(app: web.Application) -> None:
     router.add_get(r"/widget/{name:[a-z][a-z0-9-]*\.js}", widget_asset)
     setup_journey_api(app)
     setup_calls_api(app)
+    setup_sellers_api(app)
+    setup_call_pages(app)
     if app[SETTINGS_KEY].demo:
         setup_demo_routes(app)

@@ -1,11 +1,14 @@
-"""The Demo Shop at /demo/: a few pages with the widget embedded, served only in demo mode."""
+"""The Demo Shop at /demo/: a few pages with the widget embedded, served only in demo mode. Its marketplace part
+(/demo/listings/{sku}) has a seller's listings, each with a `Call seller` button on the seller's masked endpoint."""
 
 from __future__ import annotations
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from talk.demo import DEMO_QUEUE, DEMO_SITE_KEY
+from talk.db import SESSIONMAKER_KEY
+from talk.demo import DEMO_LISTINGS, DEMO_QUEUE, DEMO_SELLER_PUBLIC_NAME, DEMO_SITE_KEY, demo_listing_tokens
+from talk.directory import utcnow
 
 PRODUCTS = (
     {"slug": "blue-kettle", "name": "Blue Kettle", "price": "49.00",
@@ -18,7 +21,8 @@ PRODUCTS = (
 
 
 def _context(**extra) -> dict:
-    return {"site_key": DEMO_SITE_KEY, "queue": DEMO_QUEUE, "products": PRODUCTS, **extra}
+    return {"site_key": DEMO_SITE_KEY, "queue": DEMO_QUEUE, "products": PRODUCTS, "listings": DEMO_LISTINGS,
+            "seller_name": DEMO_SELLER_PUBLIC_NAME, **extra}
 
 
 async def index(request: web.Request) -> web.Response:
@@ -35,6 +39,16 @@ async def product(request: web.Request) -> web.Response:
     if item is None:
         raise web.HTTPNotFound(text="No such product in the Demo Shop.")
     return aiohttp_jinja2.render_template("demo/product.html", request, _context(product=item))
+
+
+async def listing(request: web.Request) -> web.Response:
+    sku = request.match_info["sku"]
+    item = next((item for item in DEMO_LISTINGS if item["sku"] == sku), None)
+    if item is None:
+        raise web.HTTPNotFound(text="No such listing in the Demo Shop.")
+    async with request.app[SESSIONMAKER_KEY]() as db:  # read each time: an endpoint may have been revoked meanwhile
+        token = (await demo_listing_tokens(db, utcnow())).get(sku)
+    return aiohttp_jinja2.render_template("demo/listing.html", request, _context(listing=item, token=token))
 
 
 # Post-call landing pages of the demo queue (talk/demo.py points the queue and its dispositions here).
@@ -60,4 +74,5 @@ def setup_demo_routes(app: web.Application) -> None:
     app.router.add_get("/demo/", index, name="demo-index")
     app.router.add_get("/demo/about", about, name="demo-about")
     app.router.add_get("/demo/products/{slug}", product, name="demo-product")
+    app.router.add_get("/demo/listings/{sku}", listing, name="demo-listing")
     app.router.add_get("/demo/{name:thanks|offer}", landing, name="demo-landing")
