@@ -56,6 +56,19 @@ class Call:
     disposition: str | None = None
     landing_url: str | None = None
     journey: dict | None = None  # what the agent's console shows; loaded after the first ring, not stored
+    # Masked seller calls (channel "seller"): media goes through the server's bridge, and each side learns only
+    # what is below about the other.
+    channel: str = "agent"
+    endpoint_id: int | None = None
+    seller_id: int | None = None  # whom a voicemail of this call is for (never sent to the caller)
+    listing: str | None = None
+    seller_name: str = ""  # the seller's public display name: all the buyer sees
+    caller_label: str = "Caller"  # "Buyer 4821" for a seller: all the seller sees
+    voicemail_offered: bool = False  # ended unanswered where the caller may leave a voicemail
+
+    @property
+    def masked(self) -> bool:
+        return self.channel == "seller"
 
     @property
     def is_active(self) -> bool:

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 _FIELDS = (
     "id", "site_id", "queue_id", "agent_id", "visitor_id", "state", "end_reason", "page_url", "page_title",
     "page_referrer", "created_at", "ringing_at", "answered_at", "ended_at", "session_id", "has_journey", "disposition",
-    "landing_url",
+    "landing_url", "channel", "endpoint_id", "listing",
 )
-MAX_BATCH = 500  # 18 columns each: well under SQLite's 32,766 bound parameters
+MAX_BATCH = 500  # 21 columns each: well under SQLite's 32,766 bound parameters
 
 
 def snapshot(call: Call) -> dict[str, Any]:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
 
-
 from signaling.call import Call
 from signaling.protocol import (
-    BUSY, FORBIDDEN, INVALID_MESSAGE, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline, CallDisposition, CallHangup,
-    CallStart, Hello, Ping, ProtocolError,
-    RtcAnswer, RtcCandidate, RtcOffer, event,
+    BUSY, ENDPOINT_UNAVAILABLE, FORBIDDEN, INVALID_MESSAGE, NOT_FOUND, AgentAvailable, CallAnswer, CallDecline,
+    CallDisposition, CallHangup, CallStart, Hello, Ping, ProtocolError,
 )
 from signaling.session import AGENT, CALLER, Session, handles
 from signaling.switchboard import AgentLink
-from talk import directory
+from talk import directory, sellers
 from talk.models import Account, CallRecord, Disposition
 
 
@@ -47,7 +46,9 @@ async def _caller_hello(session: Session, msg: Hello) -> dict[str, Any]:
     return {
         "visitor_id": session.visitor_id,
         "ice_servers": session.context.ice_servers,
-        "queues": [{"name": q.name, "display_name": q.display_name} for q in queues],
+        # Sellers' private queues are reached only through their masked endpoints: never listed.
+        "queues": [{"name": q.name, "display_name": q.display_name} for q in queues
+                   if q.kind == directory.AGENT_QUEUE],
     }
 
 
@@ -80,13 +81,10 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
     current = switchboard.calls.get(session.active_call_id or "")
     if current is not None and current.is_active:
         raise ProtocolError(BUSY, f"call {current.id} is still {current.state.value}; hang up first")
-    queue = session.queues.get(msg.queue)
-    if queue is None:
-        raise ProtocolError(NOT_FOUND, f"this site has no queue {msg.queue!r}")
     page = msg.page
     call = Call(
         site_id=session.site.id,
-        queue_id=queue.id,
+        queue_id=0,
         visitor_id=session.visitor_id,
         session_id=session.session_id,
         has_journey=session.has_journey,
@@ -96,32 +94,68 @@ async def call_start(session: Session, msg: CallStart) -> dict[str, Any]:
         page_referrer=page.referrer if page else "",
         journey=None if session.has_journey else EMPTY_JOURNEY,
     )
+    queue = await _seller_queue(session, msg, call) if msg.seller else _agent_queue(session, msg.queue or "")
+    call.queue_id = queue.id
     session.active_call_id = call.id
     await switchboard.start_call(call, queue, session.send)
     provider = session.context.journey_provider
-    if call.journey is None and call.is_active and provider is not None:
+    if call.journey is None and call.is_active and provider is not None and not call.masked:
         # Looked up after the ring went out, so the database never delays it; the console gets call.journey.
         switchboard.spawn(_load_journey, switchboard, provider, call)
     reason = call.end_reason.value if call.end_reason else None
     return {"call_id": call.id, "state": call.state.value, "reason": reason}
 
 
+def _agent_queue(session: Session, name: str) -> directory.QueueInfo:
+    queue = session.queues.get(name)
+    if queue is None or queue.kind != directory.AGENT_QUEUE:
+        raise ProtocolError(NOT_FOUND, f"this site has no queue {name!r}")
+    return queue
+
+
+async def _seller_queue(session: Session, msg: CallStart, call: Call) -> directory.QueueInfo:
+    """A masked call through an endpoint token: the seller's private queue; the call learns the seller's public
+    name and the buyer's alias, which is all each side will see of the other."""
+    now = datetime.now(timezone.utc)
+    async with session.context.sessionmaker() as db:
+        try:
+            endpoint = await sellers.resolve_endpoint(db, msg.seller or "", now)
+            if endpoint.site_id != session.site.id:
+                raise sellers.EndpointUnavailable("unknown")
+        except sellers.EndpointUnavailable as exc:
+            if exc.endpoint_id is not None and exc.site_id == session.site.id:
+                await _record_refusal(session, exc)
+            raise ProtocolError(ENDPOINT_UNAVAILABLE, exc.message) from None
+    queue = next((q for q in session.queues.values() if q.id == endpoint.queue_id), None)
+    if queue is None:  # the endpoint was made after this connection's hello
+        async with session.context.sessionmaker() as db:
+            session.queues = {q.name: q for q in await directory.site_queues(db, session.site.id)}
+        queue = next((q for q in session.queues.values() if q.id == endpoint.queue_id), None)
+    if queue is None:
+        raise ProtocolError(ENDPOINT_UNAVAILABLE, sellers.EndpointUnavailable.MESSAGES["unknown"])
+    call.channel = "seller"
+    call.endpoint_id = endpoint.endpoint_id
+    call.seller_id = endpoint.seller_id
+    call.listing = endpoint.listing or msg.listing
+    call.seller_name = endpoint.seller_public_name
+    call.caller_label = sellers.buyer_alias(session.context.alias_key, session.visitor_id, endpoint.seller_id)
+    return queue
+
+
+async def _record_refusal(session: Session, exc: "sellers.EndpointUnavailable") -> None:
+    visitor = session.visitor_id if session.has_journey else None
+    async with session.context.sessionmaker() as db, db.begin():
+        await sellers.record_refusal(db, exc.endpoint_id, exc.site_id, visitor, exc.reason)
+
+
 async def _load_journey(switchboard, provider, call: Call) -> None:
     await switchboard.attach_journey(call.id, await provider(call))
-
-
-def _own_call(session: Session, call_id: str) -> None:
-    """A caller acts only on the call started on this connection (not on one from another tab of theirs)."""
-    if session.active_call_id != call_id:
-        if session.context.switchboard.calls.get(call_id) is None:
-            raise ProtocolError(NOT_FOUND, f"no active call {call_id}")
-        raise ProtocolError(FORBIDDEN, "this call is not yours")
 
 
 @handles(CallHangup, CALLER, AGENT)
 async def call_hangup(session: Session, msg: CallHangup) -> None:
     if session.role == CALLER:
-        _own_call(session, msg.call_id)
+        session.own_call(msg.call_id)
         await session.context.switchboard.caller_hangup(msg.call_id, session.visitor_id)
     else:
         await session.context.switchboard.agent_hangup(msg.call_id, session.account_id)
@@ -162,31 +196,6 @@ async def agent_available(session: Session, msg: AgentAvailable) -> dict[str, An
     return {"available": available}
 
 
-async def _relay(session: Session, call_id: str, message: dict[str, Any]) -> None:
-    if session.role == AGENT:
-        await session.context.switchboard.relay(call_id, message, agent_id=session.account_id)
-    else:
-        _own_call(session, call_id)
-        await session.context.switchboard.relay(call_id, message, visitor_id=session.visitor_id)
-
-
-@handles(RtcOffer, CALLER)
-async def rtc_offer(session: Session, msg: RtcOffer) -> None:
-    await _relay(session, msg.call_id, event("rtc.offer", call_id=msg.call_id, sdp=msg.sdp))
-
-
-@handles(RtcAnswer, AGENT)
-async def rtc_answer(session: Session, msg: RtcAnswer) -> None:
-    await _relay(session, msg.call_id, event("rtc.answer", call_id=msg.call_id, sdp=msg.sdp))
-
-
-@handles(RtcCandidate, CALLER, AGENT)
-async def rtc_candidate(session: Session, msg: RtcCandidate) -> None:
-    candidate = msg.candidate.model_dump(exclude_none=True) if msg.candidate else None
-    await _relay(session, msg.call_id, event("rtc.candidate", call_id=msg.call_id, candidate=candidate))
-
-
-HANDLERS = (
-    hello, ping, call_start, call_hangup, call_answer, call_decline, call_disposition, agent_available, rtc_offer,
-    rtc_answer, rtc_candidate,
+CALL_HANDLERS = (
+    hello, ping, call_start, call_hangup, call_answer, call_decline, call_disposition, agent_available,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Error codes (docs/protocol.md, "Error codes").
 INVALID_JSON = "invalid_json"
@@ -18,6 +18,8 @@ FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 ILLEGAL_STATE = "illegal_state"
 BUSY = "busy"
+ENDPOINT_UNAVAILABLE = "endpoint_unavailable"
+MEDIA_ERROR = "media_error"
 INTERNAL_ERROR = "internal_error"
 
 # Close codes.
@@ -42,6 +44,8 @@ SERVER_EVENTS = frozenset(
         "rtc.candidate",
         "agent.status",
         "session.replaced",
+        "voicemail.saved",
+        "voicemail.new",
     }
 )
 
@@ -95,9 +99,19 @@ class Ping(Message):
 
 
 class CallStart(Message):
+    """A call to a queue's agents, or a masked call to a seller through one of their endpoint tokens."""
+
     type: Literal["call.start"]
-    queue: str = Field(min_length=1, max_length=64)
+    queue: str | None = Field(None, min_length=1, max_length=64)
+    seller: str | None = Field(None, pattern=r"^se_[A-Za-z0-9_-]{16,60}$")
+    listing: str | None = Field(None, min_length=1, max_length=120)
     page: Page | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "CallStart":
+        if (self.queue is None) == (self.seller is None):
+            raise ValueError("give either queue or seller (an endpoint token)")
+        return self
 
 
 class CallRef(Message):
@@ -139,6 +153,40 @@ class RtcAnswer(CallRef):
 class RtcCandidate(CallRef):
     type: Literal["rtc.candidate"]
     candidate: IceCandidate | None
+
+
+class VoicemailStart(CallRef):
+    type: Literal["voicemail.start"]
+
+
+class VoicemailStop(CallRef):
+    type: Literal["voicemail.stop"]
+
+
+class VoicemailList(Message):
+    type: Literal["voicemail.list"]
+    include_handled: bool = False
+
+
+class VoicemailHandled(Message):
+    type: Literal["voicemail.handled"]
+    voicemail_id: str = Field(min_length=1, max_length=40)
+
+
+class PreflightStart(Message):
+    type: Literal["preflight.start"]
+    sdp: str = Field(min_length=1, max_length=20000)
+
+
+class PreflightCandidate(Message):
+    type: Literal["preflight.candidate"]
+    preflight_id: str = Field(min_length=1, max_length=40)
+    candidate: IceCandidate | None
+
+
+class PreflightStop(Message):
+    type: Literal["preflight.stop"]
+    preflight_id: str = Field(min_length=1, max_length=40)
 
 
 def message_type_name(model: type[Message]) -> str:

@@ -14,10 +14,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from signaling.protocol import (
-    ALREADY_HELLO, FORBIDDEN, HELLO_REQUIRED, INTERNAL_ERROR, UNKNOWN_TYPE, Message, ProtocolError, error,
+    ALREADY_HELLO, FORBIDDEN, HELLO_REQUIRED, INTERNAL_ERROR, NOT_FOUND, UNKNOWN_TYPE, Message, ProtocolError, error,
     parse_envelope, result, validate,
 )
+from signaling.bridge import MediaBridge
 from signaling.call import Call
+from signaling.echo import EchoService
+from signaling.voicemail import VoicemailDesk
 from signaling.callstore import CallStore
 from signaling.switchboard import AgentLink, Send, Switchboard
 from talk.directory import QueueInfo, SiteInfo
@@ -66,6 +69,10 @@ class SignalingContext:
     ice_servers: list[dict[str, Any]]
     max_message_bytes: int
     ring_timeout: float
+    bridge: MediaBridge  # masked calls' media
+    voicemail: VoicemailDesk
+    echo: EchoService  # pre-flight checks
+    alias_key: bytes  # buyer aliases ("Buyer 4821") are an HMAC under this key
 
 
 @dataclass
@@ -85,6 +92,15 @@ class Session:
     has_journey: bool = False
     active_call_id: str | None = None
     agent_link: AgentLink | None = None
+    is_seller: bool = False  # an agent-role connection of a seller account (masked calls only)
+    preflights: set[str] = field(default_factory=set)  # callers: echo sessions opened on this connection
+
+    def own_call(self, call_id: str) -> None:
+        """A caller acts only on the call started on this connection (not on one from another tab of theirs)."""
+        if self.active_call_id != call_id:
+            if self.context.switchboard.calls.get(call_id) is None:
+                raise ProtocolError(NOT_FOUND, f"no active call {call_id}")
+            raise ProtocolError(FORBIDDEN, "this call is not yours")
 
     async def handle_text(self, raw: str | bytes) -> None:
         msg_id: int | None = None
@@ -115,9 +131,13 @@ class Session:
         return await handler(self, message)
 
     async def closed(self) -> None:
-        """The connection is gone: its call ends, its agent goes off duty."""
-        switchboard = self.context.switchboard
+        """The connection is gone: its call ends (a voicemail in progress is kept), its echo tests stop, its agent
+        goes off duty."""
+        context = self.context
         if self.active_call_id is not None:
-            await switchboard.caller_gone(self.active_call_id)
+            await context.switchboard.caller_gone(self.active_call_id)
+            await context.voicemail.caller_gone(self.visitor_id or "", {self.active_call_id})
+        for preflight_id in list(self.preflights):
+            await context.echo.close(preflight_id)
         if self.agent_link is not None:
-            await switchboard.agent_offline(self.agent_link)
+            await context.switchboard.agent_offline(self.agent_link)

@@ -17,7 +17,7 @@ from talk.directory import DirectoryError, normalize_origin
 from talk.models import Account
 from talk.sessions import current_account_id
 from talk.settings import SETTINGS_KEY
-from talk.types import CONSOLE_ROLES
+from talk.types import CONSOLE_ROLES, Role
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ SIGNALING_KEY = web.AppKey("signaling", SignalingContext)
 WRITER_GRACE = 2.0  # seconds a closing connection gets to flush its last messages
 # The close(code) of every open signaling connection, so a stopping server can close them (signaling/__init__.py).
 CONNECTIONS_KEY = web.AppKey("signaling_connections", set)
+SIGNALING_ROLES = CONSOLE_ROLES | {Role.SELLER}  # sellers take their masked calls at /seller
 
 
 def own_origin(request: web.Request) -> str:
@@ -48,7 +49,8 @@ async def _authorize(request: web.Request, context: SignalingContext) -> dict[st
             site = await directory.load_site(db, site_key[:64])
         if site is None:
             raise web.HTTPForbidden(text="unknown site key")
-        if origin is None or origin not in site.allowed_origins:
+        # Our own origin serves the site's standalone call pages (/c/<token>), so it may call too.
+        if origin is None or (origin not in site.allowed_origins and origin != own_origin(request)):
             raise web.HTTPForbidden(text="this origin is not allowed for the site")
         return {"role": CALLER, "site": site, "origin": origin}
     if origin != own_origin(request):
@@ -56,9 +58,10 @@ async def _authorize(request: web.Request, context: SignalingContext) -> dict[st
     account_id = await current_account_id(request)
     async with context.sessionmaker() as db:
         account = await db.get(Account, account_id) if account_id is not None else None
-    if account is None or account.role not in CONSOLE_ROLES:
+    if account is None or account.role not in SIGNALING_ROLES:
         raise web.HTTPUnauthorized(text="log in to the console first")
-    return {"role": AGENT, "account_id": account.id, "account_name": account.name}
+    return {"role": AGENT, "account_id": account.id, "account_name": account.name,
+            "is_seller": account.role == Role.SELLER}
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
@@ -92,7 +95,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 
     session = Session(context=context, role=identity["role"], send=send, close=close, site=identity.get("site"),
                       origin=identity.get("origin"),
-                      account_id=identity.get("account_id"), account_name=identity.get("account_name", ""))
+                      account_id=identity.get("account_id"), account_name=identity.get("account_name", ""),
+                      is_seller=identity.get("is_seller", False))
     writer = asyncio.create_task(_write(ws, outbox, close_code))
     hello_timer = asyncio.get_running_loop().call_later(
         settings.hello_timeout, lambda: None if session.hello_done else close(CLOSE_HELLO_TIMEOUT))

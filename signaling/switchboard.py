@@ -40,6 +40,11 @@ class AgentLink:
 class Timing:
     ring_timeout: float
     max_queue_wait: float
+    voicemail_max_seconds: float = 120.0
+
+
+# An unanswered call ending so may leave a voicemail (when its queue takes voicemail): nobody could take it.
+VOICEMAIL_REASONS = frozenset({EndReason.NO_AGENT, EndReason.AGENT_DECLINED})
 
 
 class Switchboard:
@@ -119,8 +124,16 @@ class Switchboard:
             self._cancel(self._ring_timers, call.id)
             self._cancel(self._wait_timers, call.id)
             agent = self._agents[agent_id]
-            self._to_caller(call, event("call.connected", call_id=call.id, peer={"name": agent.name}, offerer=True))
-            agent.send(event("call.connected", call_id=call.id, peer={"name": "Caller"}, offerer=False))
+            if call.masked:
+                # Each side makes its offer to the server's bridge and learns only the other's public label.
+                self._to_caller(call, event("call.connected", call_id=call.id, peer={"name": call.seller_name},
+                                            offerer=True, media="server"))
+                agent.send(event("call.connected", call_id=call.id, peer={"name": call.caller_label}, offerer=True,
+                                 media="server"))
+            else:
+                self._to_caller(call, event("call.connected", call_id=call.id, peer={"name": agent.name},
+                                            offerer=True))
+                agent.send(event("call.connected", call_id=call.id, peer={"name": "Caller"}, offerer=False))
             self._changed(call)
 
     async def decline(self, call_id: str, agent_id: int) -> None:
@@ -146,7 +159,7 @@ class Switchboard:
             if call is None:
                 return
             call.journey = journey
-            if call.state in (CallState.RINGING, CallState.CONNECTED):
+            if call.state in (CallState.RINGING, CallState.CONNECTED) and not call.masked:
                 self._to_agent(call, event("call.journey", call_id=call.id, journey=journey))
 
     async def set_disposition(self, call_id: str, agent_id: int, disposition: str) -> bool:
@@ -168,19 +181,44 @@ class Switchboard:
 
     # ----- media signaling relay -----
 
+    def connected_call(self, call_id: str, *, visitor_id: str | None = None, agent_id: int | None = None) -> Call:
+        """The connected call of this party, for media negotiation; ProtocolError otherwise."""
+        if agent_id is not None:
+            call = self._call_of_agent(call_id, agent_id)
+        else:
+            call = self._call_of_caller(call_id, visitor_id or "")
+        if call.state is not CallState.CONNECTED:
+            raise ProtocolError(ILLEGAL_STATE, f"call is {call.state.value}; media is negotiated once connected")
+        return call
+
     async def relay(self, call_id: str, message: dict[str, Any], *, visitor_id: str | None = None,
                     agent_id: int | None = None) -> None:
+        """Pass a peer-to-peer call's media negotiation to the other party (masked calls never: see media.py)."""
         async with self._lock:
-            if agent_id is not None:
-                call = self._call_of_agent(call_id, agent_id)
-            else:
-                call = self._call_of_caller(call_id, visitor_id or "")
-            if call.state is not CallState.CONNECTED:
-                raise ProtocolError(ILLEGAL_STATE, f"call is {call.state.value}; media is negotiated once connected")
+            call = self.connected_call(call_id, visitor_id=visitor_id, agent_id=agent_id)
+            if call.masked:
+                raise ProtocolError(ILLEGAL_STATE, "a masked call's media is negotiated with the server, not relayed")
             if agent_id is not None:
                 self._to_caller(call, message)
             else:
                 self._to_agent(call, message)
+
+    async def fail(self, call_id: str) -> None:
+        """The call's media failed (e.g. a bridge leg's connection): end it as failed."""
+        async with self._lock:
+            call = self.calls.get(call_id)
+            if call is not None and call.is_active:
+                await self._end_and_dispatch(call, EndReason.FAILED)
+
+    async def notify(self, queue_id: int, recipient_id: int | None, message: dict[str, Any]) -> None:
+        """Tell the online console of `recipient_id`, or (None) of every agent of the queue."""
+        async with self._lock:
+            for agent_id, link in list(self._agents.items()):
+                if recipient_id is not None:
+                    if agent_id == recipient_id:
+                        link.send(message)
+                elif queue_id in await self.routing.agent_queues(agent_id):
+                    link.send(message)
 
     # ----- lifecycle -----
 
@@ -218,18 +256,26 @@ class Switchboard:
         call.ring(agent_id)
         queue = self._queues[call.queue_id]
         self._to_caller(call, event("call.ringing", call_id=call.id))
-        self._to_agent(call, event(
+        self._to_agent(call, self._incoming(call, queue))
+        self._ring_timers[call.id] = self._later(self.timing.ring_timeout, self._ring_expired, call.id, agent_id)
+        self._changed(call)
+
+    def _incoming(self, call: Call, queue: QueueInfo) -> dict[str, Any]:
+        if call.masked:  # the seller learns the buyer's alias and the listing, nothing else (no page, no journey)
+            return event("call.incoming", call_id=call.id, masked=True, listing=call.listing,
+                         queue={"name": queue.name, "display_name": queue.display_name},
+                         caller={"label": call.caller_label}, ring_timeout=self.timing.ring_timeout,
+                         dispositions=queue.disposition_names)
+        return event(
             "call.incoming",
             call_id=call.id,
             queue={"name": queue.name, "display_name": queue.display_name},
             page={"url": call.page_url, "title": call.page_title},
-            caller={"label": "Caller"},
+            caller={"label": call.caller_label},
             ring_timeout=self.timing.ring_timeout,
             dispositions=queue.disposition_names,
             journey=call.journey,
-        ))
-        self._ring_timers[call.id] = self._later(self.timing.ring_timeout, self._ring_expired, call.id, agent_id)
-        self._changed(call)
+        )
 
     async def _requeue(self, call: Call, declined: bool) -> None:
         agent_id = call.agent_id
@@ -301,6 +347,9 @@ class Switchboard:
         if call.answered_at is not None:
             call.landing_url = self._landing_url(call)
             self._to_caller(call, {**ended, "landing_url": call.landing_url, "survey": True})
+        elif reason in VOICEMAIL_REASONS and self._queues[call.queue_id].voicemail_enabled:
+            call.voicemail_offered = True
+            self._to_caller(call, {**ended, "voicemail": {"max_seconds": self.timing.voicemail_max_seconds}})
         else:
             self._to_caller(call, ended)
         if notify_agent:

@@ -20,7 +20,11 @@
       feedback: 'Your feedback', rate: 'How would you rate your call?', scale: '1 = very poor, 5 = excellent',
       comment: 'Comment', commentQ: 'Anything else you would like to tell us? (optional)', send: 'Send',
       thanks: 'Thank you for your feedback!', already: 'This call has already been rated. Thank you!',
-      pick: 'Please choose a rating from 1 to 5.', notSent: 'Your feedback could not be sent. Please try again.'
+      pick: 'Please choose a rating from 1 to 5.', notSent: 'Your feedback could not be sent. Please try again.',
+      connectedTo: 'Connected to {name}', linkDead: 'This call link no longer works.',
+      leaveVm: 'Leave a voicemail', recording: 'Recording your message (up to {n} seconds)…',
+      vmSend: 'Send message', vmSaved: 'Your message was sent. Thank you!',
+      vmFailed: 'Your message could not be recorded. Please try again later.'
     },
     de: {
       call: 'Rufen Sie uns an', title: 'Sprachanruf', connecting: 'Verbindung wird hergestellt…',
@@ -36,7 +40,11 @@
       comment: 'Kommentar', commentQ: 'Möchten Sie uns noch etwas mitteilen? (optional)', send: 'Senden',
       thanks: 'Vielen Dank für Ihre Rückmeldung!', already: 'Dieses Gespräch wurde bereits bewertet. Vielen Dank!',
       pick: 'Bitte wählen Sie eine Bewertung von 1 bis 5.',
-      notSent: 'Ihre Rückmeldung konnte nicht gesendet werden. Bitte versuchen Sie es erneut.'
+      notSent: 'Ihre Rückmeldung konnte nicht gesendet werden. Bitte versuchen Sie es erneut.',
+      connectedTo: 'Verbunden mit {name}', linkDead: 'Dieser Anruflink funktioniert nicht mehr.',
+      leaveVm: 'Nachricht hinterlassen', recording: 'Ihre Nachricht wird aufgenommen (bis zu {n} Sekunden)…',
+      vmSend: 'Nachricht senden', vmSaved: 'Ihre Nachricht wurde gesendet. Vielen Dank!',
+      vmFailed: 'Ihre Nachricht konnte nicht aufgenommen werden. Bitte versuchen Sie es später erneut.'
     },
     fr: {
       call: 'Appelez-nous', title: 'Appel vocal', connecting: 'Connexion…', waiting: 'En attente dans la file…',
@@ -49,7 +57,11 @@
       feedback: 'Votre avis', rate: 'Comment évaluez-vous votre appel\u00a0?', scale: '1 = très mauvais, 5 = excellent',
       comment: 'Commentaire', commentQ: 'Souhaitez-vous nous dire autre chose\u00a0? (facultatif)', send: 'Envoyer',
       thanks: 'Merci pour votre avis\u00a0!', already: 'Cet appel a déjà été évalué. Merci\u00a0!',
-      pick: 'Veuillez choisir une note de 1 à 5.', notSent: 'Votre avis n’a pas pu être envoyé. Veuillez réessayer.'
+      pick: 'Veuillez choisir une note de 1 à 5.', notSent: 'Votre avis n’a pas pu être envoyé. Veuillez réessayer.',
+      connectedTo: 'Connecté à {name}', linkDead: 'Ce lien d’appel ne fonctionne plus.',
+      leaveVm: 'Laisser un message', recording: 'Enregistrement de votre message (jusqu’à {n} secondes)…',
+      vmSend: 'Envoyer le message', vmSaved: 'Votre message a été envoyé. Merci\u00a0!',
+      vmFailed: 'Votre message n’a pas pu être enregistré. Veuillez réessayer plus tard.'
     }
   };
   var T = I18N[cfg.lang] || I18N.en;
@@ -58,9 +70,10 @@
   var REASON_TEXT = {
     'no-agent': 'noAgent', 'agent-declined': 'noAgent', 'microphone-denied': 'micDenied', 'no-microphone': 'noMic',
     unsupported: 'unsupported', 'connection-lost': 'lost', 'agent-disconnected': 'lost', 'caller-disconnected': 'lost',
-    'connection-failed': 'failed', failed: 'failed', error: 'failed'
+    'connection-failed': 'failed', failed: 'failed', error: 'failed', 'endpoint-unavailable': 'linkDead',
+    'voicemail-saved': 'vmSaved', 'voicemail-failed': 'vmFailed'
   };
-  var ACTIVE = { connecting: 1, queued: 1, ringing: 1, connected: 1 };
+  var ACTIVE = { connecting: 1, queued: 1, ringing: 1, connected: 1, recording: 1 };
   var VID = /^v_[\w-]{16,40}$/, SID = /^s_[\w-]{16,40}$/;
 
   var ui = null;        // elements, built once by mount()
@@ -70,6 +83,7 @@
   var muted = false;
   var dismissed = false;
   var pendingSurvey = null; // [callId, questions] waiting for the UI to be mounted
+  var vmOffer = null;       // an unanswered call whose caller may leave a voicemail: its session, socket still open
 
   // ---------- small helpers ----------
 
@@ -304,16 +318,20 @@
 
   // ---------- state ----------
 
-  function messageFor(state, position, reason) {
+  function messageFor(state, position, reason, extra) {
     if (state === 'queued') return position > 0 ? T.queued.replace('{n}', position) : T.waiting;
     if (state === 'ended') return T[REASON_TEXT[reason] || 'ended'];
+    if (state === 'connected' && extra) return T.connectedTo.replace('{name}', extra);
+    if (state === 'recording') return T.recording.replace('{n}', extra || 120);
     return T[state] || '';
   }
 
-  function setState(state, position, reason) {
+  // `extra`: the peer's name (connected), the longest message (recording), or the server's own words (ended).
+  function setState(state, position, reason, extra) {
     position = state === 'queued' && position > 0 ? Number(position) : null;
     reason = state === 'ended' ? reason || null : null;
-    info = { state: state, position: position, reason: reason, message: messageFor(state, position, reason) };
+    var message = state === 'ended' && extra ? extra : messageFor(state, position, reason, extra);
+    info = { state: state, position: position, reason: reason, message: message };
     dismissed = false;
     render();
     listeners.slice().forEach(function (fn) {
@@ -422,13 +440,14 @@
       cancel: actionButton('end', T.cancel, hangup),
       mute: actionButton('mute', T.mute, function () { mute(); }),
       hangup: actionButton('end', T.hangup, hangup),
-      close: actionButton('close', T.close, function () { dismissed = true; render(); }),
+      close: actionButton('close', T.close, function () { dismissed = true; dropVoicemail(); render(); }),
+      vm: actionButton('vm', T.leaveVm, function () { recordVoicemail(); }),
       call: h('button', { type: 'button', class: 'call' }, [icon(), h('span', {}, [cfg.label || T.call])]),
       audio: h('audio', { autoplay: '' })
     };
     u.mute.setAttribute('aria-pressed', 'false');
     u.panel = h('section', { class: 'panel', 'aria-label': T.title, 'data-state': 'idle', hidden: '' }, [
-      u.status, u.timer, h('div', { class: 'actions' }, [u.cancel, u.mute, u.hangup, u.close])
+      u.status, u.timer, h('div', { class: 'actions' }, [u.cancel, u.mute, u.hangup, u.vm, u.close])
     ]);
     u.call.addEventListener('click', safe(function () { start(); }));
     u.wrap = h('div', { class: 'w ' + (cfg.position === 'bottom-left' ? 'left' : 'right') }, [u.panel, u.call, u.audio]);
@@ -445,16 +464,19 @@
     ui.panel.setAttribute('data-state', s);
     ui.panel.hidden = s === 'idle' || dismissed;
     ui.status.textContent = info.message;
-    ui.timer.hidden = s !== 'connected';
+    ui.timer.hidden = s !== 'connected' && s !== 'recording';
     ui.cancel.hidden = !(s === 'connecting' || s === 'queued' || s === 'ringing');
-    ui.mute.hidden = ui.hangup.hidden = s !== 'connected';
+    ui.mute.hidden = s !== 'connected';
+    ui.hangup.hidden = s !== 'connected' && s !== 'recording';
+    ui.hangup.textContent = s === 'recording' ? T.vmSend : T.hangup;
+    ui.vm.hidden = !(s === 'ended' && vmOffer);
     ui.close.hidden = s !== 'ended';
     ui.mute.setAttribute('aria-pressed', String(muted));
     ui.mute.textContent = muted ? T.unmute : T.mute;
     ui.call.disabled = !!ACTIVE[s];
     // Keep keyboard focus inside the widget when the focused button just disappeared (e.g. Cancel → Hang up).
     if (focused && (focused.hidden || focused.disabled || ui.panel.hidden)) {
-      var next = [ui.cancel, ui.hangup, ui.close].filter(function (b) { return !b.hidden && !ui.panel.hidden; })[0];
+      var next = [ui.cancel, ui.hangup, ui.vm, ui.close].filter(function (b) { return !b.hidden && !ui.panel.hidden; })[0];
       (next || ui.call).focus();
     }
   }
@@ -592,6 +614,7 @@
     delete s.pending[m.id];
     if (m.success) return p.resolve(m.result || {});
     warn(p.type + ' failed: ' + (m.error && m.error.code), m.error && m.error.message);
+    s.error = m.error || null;
     p.resolve(null);
   }
 
@@ -600,7 +623,8 @@
     'call.ringing': function () { setState('ringing'); },
     'call.connected': onConnected,
     'rtc.answer': onAnswer,
-    'rtc.candidate': function (s, m) { addRemoteCandidate(s, m.candidate); }
+    'rtc.candidate': function (s, m) { addRemoteCandidate(s, m.candidate); },
+    'voicemail.saved': function (s, m) { voicemailDone(s, m); }
   };
 
   function onMessage(s, data) {
@@ -620,6 +644,7 @@
     if (s.ended) return;
     s.ended = true;
     if (s.done) closeSocket(s); // we hung up and lingered for this
+    else if (m.voicemail && m.voicemail.max_seconds > 0) offerVoicemail(s, m);
     else finish(s, m.reason || 'completed');
     ids(); // a call is activity: the landing page belongs to the same session
     var to = typeof m.landing_url === 'string' && httpUrl(m.landing_url);
@@ -648,11 +673,19 @@
       if (!r) return finish(s, 'error');
       s.ice = Array.isArray(r.ice_servers) ? r.ice_servers : [];
       var page = { url: cut(location.href, 2048), title: cut(d.title, 300), referrer: cut(d.referrer, 2048) };
-      return request(s, 'call.start', { queue: s.queue, page: page }).then(safe(function (res) { onStarted(s, res); }));
+      var target = s.seller ? { seller: s.seller } : { queue: s.queue };
+      if (s.seller && s.listing) target.listing = s.listing;
+      return request(s, 'call.start', Object.assign(target, { page: page })).then(safe(function (res) {
+        onStarted(s, res);
+      }));
     }));
   }
 
   function onStarted(s, r) {
+    if (!r && s.error && s.error.code === 'endpoint_unavailable') {
+      // A revoked or expired seller link: the server's words are the clearest (they are English).
+      return finish(s, 'endpoint-unavailable', false, cfg.lang === 'en' ? cut(s.error.message, 200) : '');
+    }
     if (!r) return finish(s, 'error');
     if (!s.callId) s.callId = r.call_id;
     if (r.state === 'ended') return finish(s, r.reason || 'failed');
@@ -666,7 +699,7 @@
     if (s.t0) return; // a repeated event must not start a second peer connection
     s.t0 = Date.now();
     s.timer = setInterval(safe(tick), 1000);
-    setState('connected');
+    setState('connected', null, null, m.peer && typeof m.peer.name === 'string' ? cut(m.peer.name, 80) : '');
     tick();
     if (m.offerer === false) return warn('server did not make the caller the offerer');
     makeOffer(s).catch(safe(function (e) { warn('WebRTC setup failed', e); end(s, 'failed'); }));
@@ -683,7 +716,9 @@
     });
     await pc.setLocalDescription(await pc.createOffer());
     if (s.done) return;
-    request(s, 'rtc.offer', { call_id: s.callId, sdp: pc.localDescription.sdp });
+    request(s, 'rtc.offer', { call_id: s.callId, sdp: pc.localDescription.sdp }).then(safe(function (r) {
+      if (!r && !s.done) end(s, 'failed'); // e.g. the server could not use the offer (media_error)
+    }));
     // Candidates gathered before the offer went out are sent after it, so the agent always gets the offer first.
     s.offerSent = true;
     s.outCandidates.splice(0).forEach(function (c) { sendCandidate(s, c); });
@@ -725,6 +760,64 @@
     if (p) p.catch(function (err) { warn('remote audio blocked', err); });
   }
 
+  // ---------- voicemail (docs/protocol.md, "Voicemail") ----------
+
+  // Nobody took the call, but the caller may leave a message: the call ends here, its socket stays open for it.
+  function offerVoicemail(s, m) {
+    var ws = s.ws;
+    s.ws = null; // finish() must not close it
+    finish(s, m.reason || 'no-agent');
+    var v = vmOffer = { ws: ws, callId: s.callId, ice: s.ice, max: Math.min(+m.voicemail.max_seconds || 120, 600) };
+    ws.onmessage = ws.onclose = null;
+    // The server keeps the offer for two minutes; the button goes with it.
+    v.expiry = setTimeout(safe(function () { if (vmOffer === v) { dropVoicemail(); render(); } }), 110000);
+    render();
+  }
+
+  function dropVoicemail() {
+    var v = vmOffer;
+    vmOffer = null;
+    if (!v) return;
+    clearTimeout(v.expiry);
+    closeSocket(v);
+  }
+
+  function recordVoicemail() {
+    var v = vmOffer;
+    if (!v || call) return;
+    vmOffer = null;
+    clearTimeout(v.expiry);
+    var s = call = { voicemail: true, ws: v.ws, callId: v.callId, ice: v.ice, opened: true, seq: 1000, pending: {},
+      outCandidates: [], inCandidates: [] };
+    s.ws.onmessage = safe(function (e) { onMessage(s, e.data); });
+    s.ws.onclose = safe(function () { finish(s, 'voicemail-failed'); });
+    setState('recording', null, null, v.max);
+    navigator.mediaDevices.getUserMedia({ audio: true }).then(safe(function (stream) {
+      if (s.done) return stopStream(stream);
+      s.stream = stream;
+      return request(s, 'voicemail.start', { call_id: s.callId }).then(safe(function (r) {
+        if (!r) return finish(s, 'voicemail-failed');
+        s.t0 = Date.now();
+        s.timer = setInterval(safe(tick), 1000);
+        tick();
+        return makeOffer(s);
+      }));
+    }), safe(function (e) { warn('microphone unavailable', e); finish(s, micError(e)); }))
+      .catch(safe(function (e) { warn('voicemail failed', e); finish(s, 'voicemail-failed'); }));
+  }
+
+  function stopVoicemail(s) {
+    if (s.stopping) return;
+    s.stopping = true;
+    stopStream(s.stream); // nothing more is recorded from here
+    request(s, 'voicemail.stop', { call_id: s.callId }).then(safe(function (r) { voicemailDone(s, r); }));
+  }
+
+  // The server's answer to voicemail.stop, or its voicemail.saved when the length limit ended the message.
+  function voicemailDone(s, r) {
+    finish(s, r && r.saved ? 'voicemail-saved' : 'voicemail-failed');
+  }
+
   // ---------- call lifecycle ----------
 
   function supported() {
@@ -739,8 +832,15 @@
 
   function start(opts) {
     if (call) return warn('a call is already in progress');
-    var queue = String((opts && opts.queue) || cfg.queue).slice(0, 64);
+    opts = opts || {};
+    dropVoicemail();
+    var queue = String(opts.queue || cfg.queue).slice(0, 64);
     var s = call = { queue: queue, seq: 0, pending: {}, ice: [], outCandidates: [], inCandidates: [] };
+    // A masked call to a seller goes through the seller's endpoint token (and may name the listing).
+    if (opts.seller) {
+      s.seller = String(opts.seller).slice(0, 64);
+      if (opts.listing) s.listing = String(opts.listing).slice(0, 120);
+    }
     muted = false;
     if (!supported()) return finish(s, 'unsupported');
     setState('connecting');
@@ -756,6 +856,7 @@
   // Ended by this side: tell the server (so the agent hears about it at once), then clean up.
   function end(s, reason) {
     if (s.done) return;
+    if (s.voicemail) return finish(s, 'voicemail-failed');
     var id = s.callId;
     finish(s, reason, !!id);
     // Keep listening for call.ended (landing page, survey) unless it already came or the hangup failed.
@@ -763,11 +864,13 @@
   }
 
   function hangup() {
+    if (call && call.voicemail) return stopVoicemail(call);
     if (call) end(call, info.state === 'connected' ? 'completed' : 'caller-cancelled');
   }
 
-  // The single place a call ends, whoever ended it. `linger` keeps the socket open briefly for a hangup's result.
-  function finish(s, reason, linger) {
+  // The single place a call ends, whoever ended it. `linger` keeps the socket open briefly for a hangup's result;
+  // `message`: the server's own words for the end, shown instead of the widget's.
+  function finish(s, reason, linger, message) {
     if (s.done) return;
     s.done = true;
     clearInterval(s.timer);
@@ -781,7 +884,7 @@
     if (ui) ui.audio.srcObject = null;
     if (call === s) {
       call = null;
-      setState('ended', null, reason);
+      setState('ended', null, reason, message);
     }
   }
 
@@ -823,9 +926,144 @@
     listeners.push(fn);
   }
 
+  // ---------- pre-flight check (widget/preflight.md) ----------
+
+  // A short echo call to the server: round-trip time, jitter and loss of this network, and the MOS they predict.
+  async function preflight() {
+    if (!supported()) return null;
+    var s = { seq: 0, pending: {} }, pc = null, stream = null, id = null;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      await openSocket(s);
+      var hi = await request(s, 'hello', {});
+      if (!hi) throw new Error('hello refused');
+      pc = new RTCPeerConnection({ iceServers: hi.ice_servers || [] });
+      stream.getTracks().forEach(function (t) { pc.addTrack(t, stream); });
+      var dc = pc.createDataChannel('preflight'), early = [];
+      var sendCandidate = function (c) {
+        if (!id) return early.push(c);
+        var o = c && (c.toJSON ? c.toJSON() : c);
+        request(s, 'preflight.candidate', { preflight_id: id, candidate: o ? {
+          candidate: o.candidate, sdpMid: o.sdpMid, sdpMLineIndex: o.sdpMLineIndex } : null });
+      };
+      pc.onicecandidate = function (e) { sendCandidate(e.candidate); };
+      // The echo must be consumed (and not heard): a muted element plays it.
+      var ear = new Audio();
+      ear.muted = true;
+      pc.ontrack = function (e) { ear.srcObject = e.streams[0] || new MediaStream([e.track]); ear.play().catch(function () {}); };
+      await pc.setLocalDescription(await pc.createOffer());
+      var r = await request(s, 'preflight.start', { sdp: pc.localDescription.sdp });
+      if (!r) throw new Error('refused: ' + (s.error && s.error.message));
+      id = r.preflight_id;
+      early.splice(0).forEach(sendCandidate);
+      await pc.setRemoteDescription({ type: 'answer', sdp: r.sdp });
+      var rtts = await pings(dc, 10, 200);
+      await echoedFor(pc, 3000);
+      return measure(await pc.getStats(), rtts);
+    } catch (e) {
+      warn('pre-flight check failed', e);
+      return null;
+    } finally {
+      if (id) request(s, 'preflight.stop', { preflight_id: id });
+      if (pc) pc.close();
+      stopStream(stream);
+      setTimeout(function () { closeSocket(s); }, 500);
+    }
+  }
+
+  function openSocket(s) {
+    return new Promise(function (resolve, reject) {
+      var ws = s.ws = new WebSocket(cfg.wsUrl);
+      ws.onopen = resolve;
+      ws.onclose = function () { reject(new Error('no connection to the server')); };
+      ws.onmessage = safe(function (e) { onMessage(s, e.data); });
+    });
+  }
+
+  // When the channel opens: `n` pings `gap` ms apart, each answered within 1 s or lost. Resolves with the RTTs (ms).
+  function pings(dc, n, gap) {
+    return new Promise(function (resolve, reject) {
+      var rtts = [], sent = {}, left = n, seq = 0;
+      var done = function () { if (--left === 0) resolve(rtts); };
+      var failed = setTimeout(function () { reject(new Error('the data channel did not open')); }, 10000);
+      dc.onmessage = function (e) {
+        var m;
+        try { m = JSON.parse(e.data); } catch (err) { return; }
+        if (!sent[m.seq]) return;
+        clearTimeout(sent[m.seq]);
+        delete sent[m.seq];
+        rtts.push(performance.now() - m.t);
+        done();
+      };
+      dc.onopen = function () {
+        clearTimeout(failed);
+        var tick = setInterval(function () {
+          if (seq === n) return clearInterval(tick);
+          var k = seq++;
+          sent[k] = setTimeout(function () { delete sent[k]; done(); }, 1000);
+          if (dc.readyState === 'open') dc.send(JSON.stringify({ seq: k, t: performance.now() }));
+        }, gap);
+      };
+    });
+  }
+
+  // Wait until the echoed audio has flowed for `ms` (at most 8 s in all).
+  async function echoedFor(pc, ms) {
+    var first = 0, t0 = Date.now();
+    while (Date.now() - t0 < 8000) {
+      if (inbound(await pc.getStats()).got > 0 && !first) first = Date.now();
+      if (first && Date.now() - first >= ms) return;
+      await new Promise(function (ok) { setTimeout(ok, 250); });
+    }
+  }
+
+  function inbound(report) {
+    var o = { jitter: 0, lost: 0, got: 0, rtcpRtt: null, upLost: null, upFraction: null, sent: 0 };
+    report.forEach(function (r) {
+      if ((r.kind || r.mediaType) !== 'audio') return;
+      if (r.type === 'inbound-rtp') {
+        o.jitter = Math.max(o.jitter, (r.jitter || 0) * 1000);
+        o.lost += Math.max(0, r.packetsLost || 0);
+        o.got += r.packetsReceived || 0;
+      } else if (r.type === 'remote-inbound-rtp') {
+        if (r.roundTripTime !== undefined) o.rtcpRtt = r.roundTripTime * 1000;
+        if (r.packetsLost !== undefined) o.upLost = r.packetsLost;
+        if (r.fractionLost !== undefined) o.upFraction = r.fractionLost;
+      } else if (r.type === 'outbound-rtp') {
+        o.sent += r.packetsSent || 0;
+      }
+    });
+    return o;
+  }
+
+  // The metrics of widget/preflight.md: RTT from the pings (else RTCP), jitter and loss of the echo both ways.
+  function measure(report, rtts) {
+    var o = inbound(report);
+    rtts.sort(function (a, b) { return a - b; });
+    var rtt = rtts.length >= 5 ? rtts[rtts.length >> 1] : o.rtcpRtt;
+    var down = o.got + o.lost ? o.lost / (o.got + o.lost) : 0;
+    var up = o.upLost !== null && o.sent ? o.upLost / o.sent : o.upFraction || 0;
+    up = Math.min(1, Math.max(0, up));
+    var loss = 100 * (1 - (1 - down) * (1 - up));
+    return { rtt_ms: rtt === null ? null : round(rtt), jitter_ms: round(o.jitter), loss_pct: round(loss),
+      mos: rtt === null ? null : Math.round(mos(rtt, o.jitter, loss) * 1000) / 1000,
+      pings_sent: 10, pings_received: rtts.length, packets: o.got };
+  }
+
+  function round(x) { return Math.round(x * 100) / 100; }
+
+  // The simplified ITU-T G.107 E-model, as signaling/echo.py's estimate_mos (the reference, with the same examples).
+  function mos(rtt, jitter, loss) {
+    var latency = Math.max(0, rtt) / 2 + 2 * Math.max(0, jitter) + 10;
+    var r = 93.2 - (latency < 160 ? latency / 40 : (latency - 120) / 10) - 2.5 * Math.min(100, Math.max(0, loss));
+    r = Math.min(100, Math.max(0, r));
+    return Math.min(4.5, Math.max(1, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)));
+  }
+
   // ---------- public API ----------
 
-  var COMMANDS = { call: start, hangup: hangup, on: on, mute: mute, stats: stats, consent: consent, conversion: conversion };
+  var COMMANDS = { call: start, hangup: hangup, on: on, mute: mute, stats: stats, consent: consent, conversion: conversion,
+    preflight: preflight };
 
   function talk(cmd) {
     try {
@@ -853,6 +1091,15 @@
     w.talk = talk;
     for (var i = 0; i < queued.length; i++) talk.apply(null, queued[i]);
     safe(watchHistory)();
+    // Call buttons of the page itself: any element with data-talk-seller (a masked endpoint token, with an optional
+    // data-talk-listing) or data-talk-queue starts that call.
+    d.addEventListener('click', safe(function (e) {
+      var el = e.target && e.target.closest && e.target.closest('[data-talk-seller],[data-talk-queue]');
+      if (!el) return;
+      e.preventDefault();
+      start({ seller: el.getAttribute('data-talk-seller'), listing: el.getAttribute('data-talk-listing'),
+        queue: el.getAttribute('data-talk-queue') });
+    }));
     // Leaving, or maybe never coming back (a hidden tab may be discarded): send what is queued now.
     w.addEventListener('pagehide', safe(leaving));
     d.addEventListener('visibilitychange', safe(function () { if (d.visibilityState === 'hidden') leaving(); }));

@@ -38,7 +38,10 @@ def test_valid_message_is_typed():
 
 
 @pytest.mark.parametrize("data, field", [
-    ({"id": 4, "type": "call.start"}, "queue"),
+    ({"id": 4, "type": "call.start"}, "message: Value error, give either queue or seller"),
+    ({"id": 4, "type": "call.start", "queue": "support", "seller": "se_" + "a" * 32}, "message: Value error, give"),
+    ({"id": 4, "type": "call.start", "seller": "se_short"}, "seller"),
+    ({"id": 4, "type": "call.start", "seller": "se_" + "a" * 32, "listing": "x" * 121}, "listing"),
     ({"id": 4, "type": "call.start", "queue": ""}, "queue"),
     ({"id": 4, "type": "call.start", "queue": "support", "extra": 1}, "extra"),
     ({"id": 4, "type": "call.start", "queue": "support", "page": {"url": "x" * 3000}}, "page.url"),

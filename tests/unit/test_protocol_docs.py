@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from signaling.handlers import HANDLERS
+from signaling import HANDLERS
 from signaling.protocol import SERVER_EVENTS
 from signaling.session import handler_table
 
