@@ -11,6 +11,7 @@ from analytics.ingest import EventWriter, IpHasher
 from analytics.privacy import retention_ctx
 from talk.db import ENGINE_KEY, SESSIONMAKER_KEY
 from talk.settings import SETTINGS_KEY
+from talk.voicemails import voicemail_dir
 
 EVENT_WRITER_KEY = web.AppKey("event_writer", EventWriter)
 IP_HASHER_KEY = web.AppKey("ip_hasher", IpHasher)
@@ -30,7 +31,8 @@ def setup_analytics(app: web.Application) -> None:
     """Needs the database context before it (setup_database)."""
     settings = app[SETTINGS_KEY]
     app.cleanup_ctx.append(analytics_ctx)
-    app.cleanup_ctx.append(retention_ctx(lambda a: a[SESSIONMAKER_KEY], timedelta(days=settings.retention_days)))
+    app.cleanup_ctx.append(retention_ctx(lambda a: a[SESSIONMAKER_KEY], timedelta(days=settings.retention_days),
+                                         voicemail_dir(settings.data_dir)))
 
 
 __all__ = ["setup_analytics", "EVENT_WRITER_KEY", "IP_HASHER_KEY"]

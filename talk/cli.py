@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from analytics.privacy import forget_visitor
 from talk import directory, sellers
+from talk.voicemails import voicemail_dir
 from talk.apitokens import create_token
 from talk.app import create_app
 from talk.db import create_engine, upgrade_schema
@@ -259,7 +260,7 @@ def cmd_token_create(args: argparse.Namespace) -> None:
 
 def cmd_privacy_forget(args: argparse.Namespace) -> None:
     async def action(db: AsyncSession) -> str:
-        counts = await forget_visitor(db, args.visitor_id)
+        counts = await forget_visitor(db, args.visitor_id, voicemail_dir(_settings(args).data_dir))
         return "deleted " + ", ".join(f"{n} {what}" for what, n in counts.items())
 
     _admin(args, action)

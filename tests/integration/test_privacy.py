@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from analytics.privacy import enforce_retention
 from signaling import CALLSTORE_KEY
 from talk.db import create_engine
-from talk.models import CallRecord, Conversion, PageEvent, Queue, Site, SurveyAnswer
+from talk.models import CallRecord, Conversion, PageEvent, Queue, SellerEndpoint, Site, SurveyAnswer
+from talk.sellers import record_refusal
+from talk.voicemails import add_voicemail, voicemail_dir
 from talk.settings import Settings
 from tests.support.client import Peer, connect_agent, connect_caller, login, new_visitor
 
@@ -80,6 +83,25 @@ def rows_about(settings: Settings, visitor_id: str) -> dict[str, int]:
 
 # ----- forgetting a visitor -----
 
+async def voicemail_and_refusal(settings: Settings, call_id: str, visitor_id: str) -> Path:
+    """A voicemail (row and recording) on the call, and an attempt of the visitor on a revoked seller link."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with async_sessionmaker(engine, expire_on_commit=False)() as db, db.begin():
+            call = await db.get(CallRecord, call_id)
+            endpoint_id = await db.scalar(select(SellerEndpoint.id).limit(1))
+            voicemail = await add_voicemail(db, call_id=call_id, site_id=call.site_id, queue_id=call.queue_id,
+                                            recipient_id=None, buyer_alias="Caller",
+                                            file_name=f"vm_{call_id}.wav", duration_seconds=1.0)
+            assert await record_refusal(db, endpoint_id, call.site_id, visitor_id, "revoked")
+    finally:
+        await engine.dispose()
+    recording = voicemail_dir(settings.data_dir) / voicemail.file_name
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_bytes(b"RIFF")
+    return recording
+
+
 async def test_privacy_forget_deletes_one_visitor_and_nobody_else(server, base_url, http, http2, settings):
     origin = {"Origin": base_url}
     await login(http2, base_url, "agent@demo.test")
@@ -93,6 +115,9 @@ async def test_privacy_forget_deletes_one_visitor_and_nobody_else(server, base_u
         purchase = {"site": "demo-shop", **visitor, "order_id": f"order-{name}", "value": 10, "currency": "EUR"}
         assert await post(http, f"{base_url}/api/v1/conversions", purchase, origin) == 201
     await agent.close()
+    await server.app[CALLSTORE_KEY].flush()
+    recordings = {name: await voicemail_and_refusal(settings, calls[name], visitor["visitor_id"])
+                  for name, visitor in (("forgotten", forgotten), ("kept", kept))}
     everything = {"events": 3, "calls": 1, "survey_answers": 1, "conversions": 1}
     assert rows_about(settings, forgotten["visitor_id"]) == rows_about(settings, kept["visitor_id"]) == everything
 
@@ -101,9 +126,13 @@ async def test_privacy_forget_deletes_one_visitor_and_nobody_else(server, base_u
          str(settings.data_dir)], capture_output=True, text=True, timeout=60)  # the server keeps running (WAL)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "deleted 1 survey_answers, 1 calls, 3 events, 1 conversions"
+    assert result.stdout.strip() == ("deleted 1 voicemails, 1 survey_answers, 1 calls, 3 events, 1 conversions, "
+                                     "1 endpoint_refusals")
     assert rows_about(settings, forgotten["visitor_id"]) == {"events": 0, "calls": 0, "survey_answers": 0,
                                                              "conversions": 0}
+    assert not recordings["forgotten"].exists() and recordings["kept"].exists()
+    assert query(settings, "SELECT call_id FROM voicemails") == [(calls["kept"],)]
+    assert query(settings, "SELECT visitor_id FROM endpoint_refusals") == [(kept["visitor_id"],)]
     assert query(settings, "SELECT COUNT(*) FROM survey_answers WHERE call_id = ?", calls["forgotten"]) == [(0,)]
     assert rows_about(settings, kept["visitor_id"]) == everything
     async with http.get(f"{base_url}/api/v1/surveys/{calls['forgotten']}", headers=origin) as response:
@@ -116,7 +145,8 @@ def test_forgetting_an_unknown_visitor_deletes_nothing(settings):
     result = subprocess.run([sys.executable, "-m", "talk.cli", "privacy", "forget", "v_nobody_like_this_0000",
                              "--data-dir", str(settings.data_dir)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "deleted 0 survey_answers, 0 calls, 0 events, 0 conversions"
+    assert result.stdout.strip() == ("deleted 0 voicemails, 0 survey_answers, 0 calls, 0 events, 0 conversions, "
+                                     "0 endpoint_refusals")
     assert query(settings, "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM calls),"
                            " (SELECT COUNT(*) FROM conversions), (SELECT COUNT(*) FROM survey_answers)") == before
 
@@ -147,7 +177,7 @@ async def test_retention_deletes_what_is_older_than_the_limit_and_keeps_the_rest
     async with sessions() as db, db.begin():
         deleted = await enforce_retention(db, NOW, KEEP)
 
-    assert deleted == {"survey_answers": 1, "calls": 1, "events": 1, "conversions": 1}
+    assert deleted == {"survey_answers": 1, "calls": 1, "events": 1, "conversions": 1, "endpoint_refusals": 0}
     def left(sql: str) -> list[str]:
         return [row[0] for row in query(settings, sql)]
 
