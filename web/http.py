@@ -137,7 +137,8 @@ def allow_origin(request: web.Request, site: SiteInfo, same_origin_get: bool = F
         origin = normalize_origin(request.headers.get("Origin", ""))
     except DirectoryError:
         origin = None
-    if origin is None or origin not in site.allowed_origins:
+    # Our own origin serves every site's standalone call pages (/c/<token>): their page views count too.
+    if origin is None or (origin not in site.allowed_origins and origin != own_origin(request)):
         raise ApiError(403, "forbidden_origin", "this origin is not allowed for the site")
     request["cors_origin"] = request.headers["Origin"]
     return origin

@@ -474,6 +474,7 @@
     ui.mute.setAttribute('aria-pressed', String(muted));
     ui.mute.textContent = muted ? T.unmute : T.mute;
     ui.call.disabled = !!ACTIVE[s];
+    ui.call.hidden = cfg.button === false;
     // Keep keyboard focus inside the widget when the focused button just disappeared (e.g. Cancel → Hang up).
     if (focused && (focused.hidden || focused.disabled || ui.panel.hidden)) {
       var next = [ui.cancel, ui.hangup, ui.vm, ui.close].filter(function (b) { return !b.hidden && !ui.panel.hidden; })[0];

@@ -41,6 +41,8 @@
       // The HTTP API (page views, conversions, surveys) lives on the same host as talk.js.
       api: src.origin,
       track: (a.track || '').trim().toLowerCase() !== 'false',
+      // data-button="false": no floating button (the page has its own data-talk-* buttons, or calls talk('call')).
+      button: (a.button || '').trim().toLowerCase() !== 'false',
       consent: (a.consent || '').trim().toLowerCase() === 'required',
       // Minutes without activity after which a new session starts: a number in (0, 1440], else 30.
       sessionMinutes: timeout > 0 && timeout <= 1440 ? timeout : 30
