@@ -18,6 +18,7 @@ from web.calls_api import setup_calls_api
 from web.demo import setup_demo_routes
 from web.http import SITE_CACHE_KEY, SiteCache, api_errors
 from web.journey_api import setup_journey_api
+from web.seller import setup_seller_console
 from web.sellers_api import setup_sellers_api
 
 HERE = Path(__file__).parent
@@ -90,5 +91,6 @@ def setup_web(app: web.Application) -> None:
     setup_calls_api(app)
     setup_sellers_api(app)
     setup_call_pages(app)
+    setup_seller_console(app)
     if app[SETTINGS_KEY].demo:
         setup_demo_routes(app)

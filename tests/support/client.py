@@ -101,3 +101,11 @@ async def connect_agent(session: aiohttp.ClientSession, base_url: str, email: st
     if available:
         await peer.ok("agent.available", available=True)
     return peer
+
+
+async def connect_seller(session: aiohttp.ClientSession, base_url: str, email: str = "seller@demo.test",
+                         password: str = DEMO_PASSWORD, available: bool = True) -> Peer:
+    """A seller's console connection (as /seller makes it): logs in through the form, then connects like an agent's
+    console (the server gives a seller's session the agent role; it only ever receives masked calls)."""
+    await login(session, base_url, email, password)
+    return await connect_agent(session, base_url, email=email, available=available)
