@@ -12,7 +12,7 @@ import widget
 from talk.settings import SETTINGS_KEY
 from talk.types import CONSOLE_ROLES
 from talk.sessions import csrf_token
-from web.auth import login_page, login_submit, logout, require_account
+from web.auth import current_account, home_of, login_page, login_submit, logout, require_account
 from web.callpage import setup_call_pages
 from web.calls_api import setup_calls_api
 from web.demo import setup_demo_routes
@@ -66,7 +66,10 @@ async def widget_asset(request: web.Request) -> web.FileResponse:
 
 
 async def home(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/demo/" if request.app[SETTINGS_KEY].demo else "/console")
+    if request.app[SETTINGS_KEY].demo:
+        raise web.HTTPFound("/demo/")
+    account = await current_account(request)
+    raise web.HTTPFound(home_of(account) if account is not None else "/console")
 
 
 def setup_web(app: web.Application) -> None:

@@ -9,6 +9,7 @@ from talk import directory
 from talk.db import SESSIONMAKER_KEY
 from talk.models import Account
 from talk.sessions import check_csrf, csrf_token, current_account_id, forget, remember
+from talk.types import Role
 
 MAX_FORM_FIELD = 1024
 
@@ -37,22 +38,28 @@ async def require_account(request: web.Request, roles: frozenset[str]) -> Accoun
     return account
 
 
+def home_of(account) -> str:
+    """Where an account goes after logging in when no page asked for it: sellers have their own console."""
+    return "/seller" if account.role == Role.SELLER else "/console"
+
+
 async def login_page(request: web.Request) -> web.Response:
-    if await current_account(request) is not None:
-        raise web.HTTPFound(safe_next(request.query.get("next")))
-    return await _render_login(request, None, safe_next(request.query.get("next")))
+    account = await current_account(request)
+    if account is not None:
+        raise web.HTTPFound(safe_next(request.query.get("next"), default=home_of(account)))
+    return await _render_login(request, None, safe_next(request.query.get("next"), default=""))
 
 
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
     await check_csrf(request, _field(form, "csrf_token"))
-    next_path = safe_next(_field(form, "next"))
+    next_path = safe_next(_field(form, "next"), default="")
     async with request.app[SESSIONMAKER_KEY]() as db, db.begin():
         account = await directory.authenticate(db, _field(form, "email"), _field(form, "password"))
     if account is None:
         return await _render_login(request, "Wrong e-mail or password.", next_path, status=401)
     await remember(request, account.id)
-    raise web.HTTPFound(next_path)
+    raise web.HTTPFound(next_path or home_of(account))
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -91,7 +91,7 @@ async def test_a_queue_page_calls_the_queue_with_the_sites_widget(server, base_u
     assert response.status == 200 and response.content_type == "text/html"
     page = Elements(body.decode())
     assert page.scripts() == [{"src": "/widget/talk.js", "data-site": DEMO_SITE_KEY, "data-queue": "support",
-                               "async": None}]
+                               "data-button": "false", "async": None}]
     assert page.buttons == [({"type": "button", "class": "call", "data-talk-queue": "support"}, "Call Support")]
     csp = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
@@ -106,7 +106,8 @@ async def test_an_endpoint_page_calls_the_seller_and_shows_only_the_public_name(
     assert response.status == 200
     text = body.decode()
     page = Elements(text)
-    assert page.scripts() == [{"src": "/widget/talk.js", "data-site": DEMO_SITE_KEY, "async": None}]
+    assert page.scripts() == [{"src": "/widget/talk.js", "data-site": DEMO_SITE_KEY, "data-button": "false",
+                               "async": None}]
     assert page.buttons == [({"type": "button", "class": "call", "data-talk-seller": token,
                               "data-talk-listing": "bike-007"}, "Call seller")]
     assert "Nordic Bikes" in text and "Cargo bike" in text

@@ -27,6 +27,18 @@ async def test_console_requires_login_and_then_shows_the_agent(server, base_url,
     assert "account_id" not in cookie.value and "agent@demo.test" not in cookie.value  # encrypted, not just signed
 
 
+async def test_without_a_next_page_each_role_lands_on_its_own_console(server, base_url, http, http2):
+    for client, email, home in ((http, "agent@demo.test", "/console"), (http2, "seller@demo.test", "/seller")):
+        token = await csrf(client, base_url)
+        form = {"email": email, "password": "demo", "csrf_token": token}
+        async with client.post(f"{base_url}/login", data=form, allow_redirects=False) as response:
+            assert response.status == 302 and response.headers["Location"] == home, email
+        async with client.get(f"{base_url}/login", allow_redirects=False) as response:  # already logged in
+            assert response.status == 302 and response.headers["Location"] == home, email
+        async with client.get(f"{base_url}{home}") as response:
+            assert response.status == 200, email
+
+
 async def test_wrong_password_is_refused(server, base_url, http):
     token = await csrf(http, base_url)
     form = {"email": "agent@demo.test", "password": "nope", "csrf_token": token, "next": "/console"}
