@@ -62,10 +62,19 @@ class _Side:
         self.remote_set = False  # the offer is applied: trickled candidates can go to aiortc
         self.early_candidates: list[RTCIceCandidate | None] = []  # trickled while the offer was being applied
         self.connected = False
-        self.clock: RtpClock | None = None
-        self.transcoder: Transcoder | None = None
+        self.clock = RtpClock(0)  # replaced at the first routed packet, with that codec's 20 ms step
+        self.routes: dict[int, _Route] = {}  # by payload type, once the other leg has negotiated
         self.forwarded = 0  # packets from this party handed to the other leg
         self.dropped = 0  # packets from this party not handed on (other leg absent, reordered, undecodable)
+
+
+class _Route:
+    """How packets of one payload type from one leg reach the other: as they are, or through a transcoder."""
+
+    def __init__(self, codec: RTCRtpCodecParameters, target: RTCRtpCodecParameters) -> None:
+        self.codec = codec
+        self.time_base = pack_time_base(codec)
+        self.transcoder = None if same_codec(codec, target) else Transcoder(codec, target)
 
 
 class _Call:
@@ -180,38 +189,30 @@ class MediaBridge:
     # -- media path --------------------------------------------------------------------------------------------
 
     def _on_packet(self, call: _Call, source: _Side, packet: RtpPacket) -> None:
-        """Called by the source leg's receiver for every RTP packet it accepted (inside aiortc's receive path:
-        nothing may escape from here into another call's, or this connection's, transport)."""
+        """Called by the source leg's receiver for every RTP packet it accepted, inside aiortc's receive path:
+        nothing may escape from here into that connection's transport (or any other call)."""
         target = call.sides.get(source.leg.other)
-        if target is None or not target.connected or not source.connected or call.closed:
+        if target is None or not target.connected or call.closed:
             source.dropped += 1
             return
         try:
-            codec = source.codecs_by_pt.get(packet.payload_type)
-            if codec is None or target.codec is None:
+            route = source.routes.get(packet.payload_type) or _new_route(source, target, packet.payload_type)
+            pts = source.clock.pts(packet.ssrc, packet.timestamp) if route is not None else None
+            if pts is None:  # unknown payload type, or an old (reordered) packet
                 source.dropped += 1
                 return
-            if source.clock is None:
-                source.clock = RtpClock(codec.clockRate // PACKETS_PER_SECOND)
-            pts = source.clock.pts(packet.ssrc, packet.timestamp)
-            if pts is None:
-                source.dropped += 1
-                return
-            if same_codec(codec, target.codec):
+            if route.transcoder is None:
                 out = av.Packet(packet.payload)
                 out.pts = pts
-                out.time_base = pack_time_base(codec)
+                out.time_base = route.time_base
                 target.outgoing.push(out)
             else:
-                transcoder = source.transcoder
-                if transcoder is None or transcoder.source is not codec or transcoder.target is not target.codec:
-                    transcoder = source.transcoder = Transcoder(codec, target.codec)
                 try:
-                    packets = transcoder.transcode(packet.payload, pts)
+                    packets = route.transcoder.transcode(packet.payload, pts)
                 except av.FFmpegError as exc:
                     source.dropped += 1
-                    log.debug("call %s: undecodable %s packet from the %s leg: %s", call.call_id, codec.name,
-                              source.leg, exc)
+                    log.debug("call %s: undecodable %s packet from the %s leg: %s", call.call_id,
+                              route.codec.name, source.leg, exc)
                     return
                 for out in packets:
                     target.outgoing.push(out)
@@ -267,6 +268,16 @@ class MediaBridge:
             raise MediaError("offer: the call was closed during negotiation")
 
 
+def _new_route(source: _Side, target: _Side, payload_type: int) -> _Route | None:
+    codec = source.codecs_by_pt.get(payload_type)
+    if codec is None or target.codec is None:
+        return None
+    if not source.routes:
+        source.clock = RtpClock(codec.clockRate // PACKETS_PER_SECOND)
+    route = source.routes[payload_type] = _Route(codec, target.codec)
+    return route
+
+
 async def _add_early_candidate(call: _Call, side: _Side, candidate: RTCIceCandidate | None) -> None:
     try:
         await side.pc.addIceCandidate(candidate)
@@ -290,7 +301,7 @@ async def _close_side(side: _Side) -> None:
         await asyncio.sleep(0)
     if side.receiver is not None and side.receiver.track is not None:
         side.receiver.track.stop()
-    side.transcoder = None
+    side.routes.clear()
 
 
 def _leg(leg: Leg | str, what: str) -> Leg:
