@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e import AGENT_TONE_HZ, CALLER_TONE_HZ, TalkDemo, skip_or_fail
 from tests.e2e.test_browser_call import dominant_frequency, wait_for_audio, widget_panel
+from tests.e2e.test_journey_browser import survey
 
 try:
     from playwright.sync_api import Page, expect
@@ -174,13 +175,24 @@ def test_buyer_calls_seller_through_the_bridge_and_neither_learns_about_the_othe
 
     buyer.get_by_role("button", name="Hang up").click()
     expect(seller_root(seller)).to_have_attribute("data-call-state", re.compile(r"^(ended|idle)$"))
+    # The buyer rates the seller: the seller's queue has no landing page, so the survey opens in place.
+    box = survey(buyer)
+    box.get_by_role("radio", name="4", exact=True).check()
+    box.get_by_role("button", name="Send").click()
+    expect(box.get_by_text("Thank you for your feedback!")).to_be_visible()
     with sqlite3.connect(talk_demo.db_path) as db:
         deadline = time.monotonic() + 5
-        while (row := db.execute("SELECT channel, listing, end_reason FROM calls").fetchone()) is None \
-                or row[2] is None:
+        while (row := db.execute("SELECT channel, listing, end_reason, agent_id, session_id FROM calls").fetchone()) \
+                is None or row[2] is None:
             assert time.monotonic() < deadline, f"call not stored as ended: {row}"
             time.sleep(0.1)
-    assert row == ("seller", listing, "completed")
+        seller_id = db.execute("SELECT id FROM accounts WHERE email = ?", (SELLER_EMAIL,)).fetchone()[0]
+        rating = db.execute("SELECT rating, agent_id FROM survey_answers").fetchall()
+        views = db.execute("SELECT path FROM events WHERE session_id = ? ORDER BY ts", (row[4],)).fetchall()
+    assert row[:4] == ("seller", listing, "completed", seller_id)
+    assert rating == [(4, seller_id)]
+    # The marketplace keeps the buyer's journey with the call (the seller never saw it).
+    assert [v[0] for v in views][-2:] == ["/demo/", f"/demo/listings/{listing}"]
 
 
 def test_seller_offline_buyer_leaves_a_voicemail_the_seller_can_play(
