@@ -1,5 +1,6 @@
 // Talk agent console: speaks the /ws/v1 signaling protocol (agent role, see docs/protocol.md),
-// rings on incoming calls and runs the agent's side of the WebRTC audio call.
+// rings on incoming calls and runs the agent's side of the WebRTC audio call. The voicemail inbox is
+// static/voicemail.js, loaded before this file.
 // No framework and no build step: this file is served as is.
 (function () {
   'use strict';
@@ -63,6 +64,9 @@
     earlierCallsBlock: byId('earlier-calls-block'),
     earlierCalls: byId('earlier-calls'),
     earlierCallsOrder: byId('earlier-calls-order'),
+    voicemailCount: byId('voicemail-count'),
+    voicemailEmpty: byId('voicemail-empty'),
+    voicemailList: byId('voicemails'),
   };
 
   const pageTitle = document.title;
@@ -94,6 +98,9 @@
   // a late call.journey still lands, and a disposition may be set after the call ended.
   // {id, journeyTimer, dispositions, answered, saved, savedSeq, seq}
   let shownCall = null;
+
+  // The voicemail inbox of the agent's queues; created in start(), null if static/voicemail.js did not load.
+  let inbox = null;
 
   let statusTimer = null;
 
@@ -238,7 +245,7 @@
 
   function onSocketOpen() {
     session.opened = true;
-    sayHello();
+    sayHello().catch((err) => reportFault('Connecting', err));
   }
 
   function onSocketClose(ev) {
@@ -363,6 +370,7 @@
     'rtc.offer': onRemoteOffer,
     'rtc.candidate': onRemoteCandidate,
     'agent.status': onAgentStatus,
+    'voicemail.new': (msg) => inbox && inbox.onNew(msg),
     'session.replaced': () => { session.replaced = true; },
   };
 
@@ -409,6 +417,7 @@
     setAvailable(Boolean(result.available));
     if (result.available) session.wantAvailable = true;
     if (reassert) requestAvailable(true);
+    if (inbox) await inbox.load();
   }
 
   function setAvailable(available) {
@@ -1114,6 +1123,39 @@
     }
   }
 
+  // ---------------------------------------------------------------- voicemail inbox (static/voicemail.js)
+
+  // An agent queue's voicemail: the caller is anonymous ("Caller"), so the queue is what tells them apart. The queue
+  // comes with voicemail.list (voicemail.new lacks it; the inbox asks for the list then).
+  function describeVoicemail(info) {
+    const queue = text(info.queue);
+    const label = text(info.label);
+    const listing = text(info.listing);
+    return {
+      title: queue || 'Voicemail',
+      detail: label && listing ? label + ' (' + listing + ')' : label || listing,
+      label: queue ? 'Voicemail in ' + queue : 'Voicemail',
+    };
+  }
+
+  function startInbox() {
+    if (typeof window.talkVoicemailInbox !== 'function') {
+      console.warn('talk console: voicemail.js did not load; no voicemail inbox');
+      return;
+    }
+    inbox = window.talkVoicemailInbox({
+      root,
+      list: ui.voicemailList,
+      count: ui.voicemailCount,
+      empty: ui.voicemailEmpty,
+      request,
+      describe: describeVoicemail,
+      announce: (info) => (text(info.queue) ? 'New voicemail in ' + text(info.queue) : 'New voicemail'),
+      showStatus,
+      reportFault,
+    });
+  }
+
   // ---------------------------------------------------------------- test hook
 
   // Browser tests read packet counters to prove audio flows both ways.
@@ -1161,6 +1203,7 @@
     document.addEventListener('pointerdown', unlockAudio, { passive: true });
     window.addEventListener('online', onBrowserOnline);
     setCallState('idle');
+    startInbox();
     connect();
   }
 
