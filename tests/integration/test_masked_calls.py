@@ -611,13 +611,14 @@ async def test_the_seller_console_is_for_sellers_and_runs_only_its_own_script(
     csp = headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
     assert headers["X-Frame-Options"] == "DENY"
-    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/seller.js" defer>']
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/voicemail.js" defer>',
+                                                     '<script src="/static/seller.js" defer>']
     assert not re.search(r"<script\b[^>]*>(?!</script>)", page), "no inline script"
     assert not re.search(r"\son[a-z]+\s*=", page), "no inline event handlers"
     assert "http://" not in page and "https://" not in page, "no external resources"
     for label in ("Answer", "Decline", "Mute", "Hang up", "Available"):
         assert f">{label}<" in page, label
     assert DEMO_SELLER_PUBLIC_NAME in page
-    for asset, kind in (("seller.js", "javascript"), ("seller.css", "text/css")):
+    for asset, kind in (("voicemail.js", "javascript"), ("seller.js", "javascript"), ("seller.css", "text/css")):
         status, headers, _ = await download(http2, f"{base_url}/static/{asset}")
         assert status == 200 and kind in headers["Content-Type"], asset

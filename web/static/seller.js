@@ -54,7 +54,7 @@
     remoteAudio: byId('remote-audio'),
     voicemailCount: byId('voicemail-count'),
     voicemailEmpty: byId('voicemail-empty'),
-    voicemails: byId('voicemails'),
+    voicemailList: byId('voicemails'),
     statusLine: byId('status-line'),
   };
 
@@ -81,8 +81,8 @@
   //  localCandidates, remoteCandidates, ringTimer, ringDeadline, callTimer, connectedAt, muted}
   let currentCall = null;
 
-  // Voicemail items shown, by id: {info, element}.
-  const voicemails = new Map();
+  // The voicemail inbox (static/voicemail.js, loaded first); created in start(), null if that script is missing.
+  let inbox = null;
 
   let statusTimer = null;
 
@@ -310,7 +310,7 @@
     'rtc.offer': onRemoteOffer,
     'rtc.candidate': onRemoteCandidate,
     'agent.status': onAgentStatus,
-    'voicemail.new': onVoicemailNew,
+    'voicemail.new': (msg) => inbox && inbox.onNew(msg),
     'session.replaced': () => { session.replaced = true; },
   };
 
@@ -355,7 +355,7 @@
     setAvailable(Boolean(result.available));
     if (result.available) session.wantAvailable = true;
     if (reassert) requestAvailable(true);
-    await loadVoicemails();
+    if (inbox) await inbox.load();
   }
 
   function setAvailable(available) {
@@ -801,41 +801,7 @@
     for (const track of stream.getTracks()) track.stop();
   }
 
-  // ---------------------------------------------------------------- voicemail
-
-  async function loadVoicemails() {
-    const reply = await request('voicemail.list', { include_handled: false }, { quiet: true });
-    if (!reply.success) {
-      showStatus('Could not load voicemail: ' + ((reply.error && reply.error.message) || 'unknown error'), 'error');
-      return;
-    }
-    const list = reply.result && Array.isArray(reply.result.voicemails) ? reply.result.voicemails : [];
-    // The server's list is the truth after a (re)connect; items marked handled here meanwhile drop out.
-    voicemails.clear();
-    ui.voicemails.replaceChildren();
-    for (const info of list) if (isObject(info)) addVoicemail(info, false);
-    updateVoicemailCount();
-  }
-
-  function onVoicemailNew(msg) {
-    if (!isObject(msg.voicemail)) return;
-    addVoicemail(msg.voicemail, true);
-    updateVoicemailCount();
-    showStatus('New voicemail from ' + (text(msg.voicemail.buyer_alias) || 'a buyer'), 'info');
-    // voicemail.new carries the listing but not its label: the list has it.
-    if (!text(msg.voicemail.label)) return refreshVoicemailDetails();
-    return null;
-  }
-
-  async function refreshVoicemailDetails() {
-    const reply = await request('voicemail.list', { include_handled: false }, { quiet: true });
-    if (!reply.success) return;
-    const list = reply.result && Array.isArray(reply.result.voicemails) ? reply.result.voicemails : [];
-    for (const info of list) {
-      const entry = isObject(info) ? voicemails.get(text(info.id)) : undefined;
-      if (entry) entry.listing.textContent = listingText(info);
-    }
-  }
+  // ---------------------------------------------------------------- voicemail (static/voicemail.js)
 
   function listingText(info) {
     const label = text(info.label);
@@ -843,119 +809,34 @@
     return label && sku ? label + ' (' + sku + ')' : label || sku || 'No listing';
   }
 
-  // Only our own server's audio URLs: /voicemail/<id>.wav.
-  function voicemailUrl(info) {
-    const url = text(info.url);
-    return /^\/voicemail\/[A-Za-z0-9_-]+\.wav$/.test(url) ? url : '';
-  }
-
-  function formatSeconds(value) {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) return '';
-    const total = Math.round(value);
-    return total < 60 ? total + ' s' : Math.floor(total / 60) + ' min ' + (total % 60) + ' s';
-  }
-
-  function formatDateTime(value) {
-    const date = typeof value === 'string' && value ? new Date(value) : null;
-    if (!date || Number.isNaN(date.getTime())) return '';
-    return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-  }
-
-  function addVoicemail(info, newest) {
-    const id = text(info.id);
-    if (!id || voicemails.has(id)) return;
-    const li = document.createElement('li');
-    li.className = 'seller-vm';
-    li.dataset.voicemailId = id;
-    li.dataset.handled = String(Boolean(info.handled));
-
-    const head = document.createElement('div');
-    head.className = 'seller-vm-head';
-    const alias = document.createElement('span');
-    alias.className = 'seller-vm-alias seller-alias';
-    alias.textContent = text(info.buyer_alias) || 'Buyer';
-    const when = document.createElement('time');
-    when.className = 'seller-vm-when';
-    when.dateTime = text(info.created_at);
-    when.textContent = formatDateTime(info.created_at);
-    head.append(alias, when);
-
-    const about = document.createElement('p');
-    about.className = 'seller-vm-about';
-    const listing = document.createElement('span');
-    listing.className = 'seller-vm-listing seller-listing';
-    listing.textContent = listingText(info);
-    const duration = document.createElement('span');
-    duration.className = 'seller-vm-duration';
-    duration.textContent = formatSeconds(info.duration_seconds);
-    about.append(listing, duration);
-
-    const audio = document.createElement('audio');
-    audio.controls = true;
-    audio.preload = 'none';
-    const url = voicemailUrl(info);
-    if (url) audio.src = url;
-    audio.setAttribute('aria-label', 'Voicemail from ' + alias.textContent);
-
-    const actions = document.createElement('div');
-    actions.className = 'seller-vm-actions';
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'btn btn-secondary btn-small';
-    button.textContent = 'Mark handled';
-    button.addEventListener('click', () => {
-      markHandled(id).catch((err) => reportFault('Marking the voicemail handled', err));
-    });
-    const state = document.createElement('span');
-    state.className = 'seller-vm-state';
-    state.setAttribute('role', 'status');
-    actions.append(button, state);
-
-    li.append(head, about, audio, actions);
-    const entry = { info, element: li, listing, button, state };
-    voicemails.set(id, entry);
-    if (info.handled) showHandled(entry);
-    if (newest) ui.voicemails.prepend(li);
-    else ui.voicemails.append(li);
-  }
-
-  function showHandled(entry) {
-    entry.element.dataset.handled = 'true';
-    entry.button.disabled = true;
-    entry.button.hidden = true;
-    entry.state.textContent = 'Handled';
-  }
-
-  async function markHandled(id) {
-    const entry = voicemails.get(id);
-    if (!entry || entry.element.dataset.handled === 'true') return;
-    entry.button.disabled = true;
-    entry.state.textContent = 'Saving…';
-    const reply = await request('voicemail.handled', { voicemail_id: id }, { quiet: true });
-    if (voicemails.get(id) !== entry) return; // the list was reloaded meanwhile
-    if (reply.success) {
-      showHandled(entry);
-      updateVoicemailCount();
-    } else {
-      entry.button.disabled = false;
-      const err = reply.error || {};
-      entry.state.textContent = 'Not saved: ' + (err.message || err.code || 'unknown error');
-    }
-  }
-
-  function updateVoicemailCount() {
-    let open = 0;
-    for (const entry of voicemails.values()) if (entry.element.dataset.handled !== 'true') open += 1;
-    root.dataset.voicemails = String(open);
-    ui.voicemailCount.textContent = open ? String(open) + ' new' : '';
-    ui.voicemailCount.hidden = !open;
-    ui.voicemailEmpty.hidden = voicemails.size > 0;
+  // A buyer is only ever an alias; the listing is the seller's own text, its label comes with voicemail.list.
+  function describeVoicemail(info) {
+    const alias = text(info.buyer_alias) || 'Buyer';
+    return { title: alias, detail: listingText(info), label: 'Voicemail from ' + alias };
   }
 
   // ---------------------------------------------------------------- wiring
 
   function onBrowserOnline() {
     if (session.reconnectTimer) connect();
+  }
+
+  function startInbox() {
+    if (typeof window.talkVoicemailInbox !== 'function') {
+      console.warn('talk seller: voicemail.js did not load; no voicemail inbox');
+      return;
+    }
+    inbox = window.talkVoicemailInbox({
+      root,
+      list: ui.voicemailList,
+      count: ui.voicemailCount,
+      empty: ui.voicemailEmpty,
+      request,
+      describe: describeVoicemail,
+      announce: (info) => 'New voicemail from ' + (text(info.buyer_alias) || 'a buyer'),
+      showStatus,
+      reportFault,
+    });
   }
 
   function start() {
@@ -971,7 +852,7 @@
     document.addEventListener('pointerdown', unlockAudio, { passive: true });
     window.addEventListener('online', onBrowserOnline);
     setCallState('idle');
-    updateVoicemailCount();
+    startInbox();
     connect();
   }
 
