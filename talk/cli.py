@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from analytics.privacy import forget_visitor
-from talk import directory, sellers
+from talk import directory, sellers, webhooks
 from talk.voicemails import voicemail_dir
 from talk.apitokens import create_token
 from talk.app import create_app
@@ -261,7 +261,69 @@ def cmd_token_create(args: argparse.Namespace) -> None:
 def cmd_privacy_forget(args: argparse.Namespace) -> None:
     async def action(db: AsyncSession) -> str:
         counts = await forget_visitor(db, args.visitor_id, voicemail_dir(_settings(args).data_dir))
+        if deliveries := await webhooks.forget_visitor(db, args.visitor_id):  # webhook events about them
+            counts["webhook_deliveries"] = deliveries
         return "deleted " + ", ".join(f"{n} {what}" for what, n in counts.items())
+
+    _admin(args, action)
+
+
+def _events(value: str) -> list[str]:
+    try:
+        return webhooks.check_events(value.split(","))
+    except webhooks.WebhookError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(value) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def cmd_webhook_add(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        hook = await webhooks.register_webhook(db, args.site, args.url, args.events)
+        return (f"webhook {hook.id} on {args.site}: {hook.url}\nevents {', '.join(hook.events)}\n"
+                f"signing secret (shown only now; keep it secret):\n{hook.secret}")
+
+    _admin(args, action)
+
+
+def cmd_webhook_list(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        lines = [f"{h.id}  {'active' if h.active else 'disabled':<8}  {h.site_key}  {h.url}  {','.join(h.events)}  "
+                 f"pending {h.counts['pending']}, delivered {h.counts['delivered']}, failed {h.counts['failed']}"
+                 for h in await webhooks.list_webhooks(db)]
+        return "\n".join(lines) or "no webhooks"
+
+    _admin(args, action)
+
+
+def cmd_webhook_remove(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        hook = await webhooks.remove_webhook(db, args.id)
+        return f"webhook {hook.id} ({hook.url}) removed, with its deliveries"
+
+    _admin(args, action)
+
+
+def cmd_webhook_active(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        hook = await webhooks.set_active(db, args.id, args.active)
+        return f"webhook {hook.id} ({hook.url}) {'enabled' if hook.active else 'disabled'}"
+
+    _admin(args, action)
+
+
+def cmd_webhook_deliveries(args: argparse.Namespace) -> None:
+    async def action(db: AsyncSession) -> str:
+        if args.webhook is not None:
+            await webhooks.webhook_by_id(db, args.webhook)
+        found = await webhooks.list_deliveries(db, args.webhook, webhooks.FAILED if args.failed else None, args.limit)
+        lines = [f"{d.id}  webhook {d.webhook_id}  {d.event_type:<21}  {d.event_id}  {d.status:<9}  "
+                 f"attempts {d.attempts}  code {d.last_status_code or '-'}  created {_when(d.created_at)}  "
+                 f"{'delivered ' + _when(d.delivered_at) if d.delivered_at else 'next ' + _when(d.next_attempt_at)}"
+                 f"  error {d.last_error or '-'}" for d in found]
+        return "\n".join(lines) or "no deliveries"
 
     _admin(args, action)
 
@@ -350,6 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("create", parents=[common], help="create an API token for the call and reports APIs")
     p.add_argument("name")
     p.set_defaults(fn=cmd_token_create)
+
+    webhook = sub.add_parser("webhook", help="sites' webhooks and their delivery log").add_subparsers(
+        dest="webhook_command", required=True)
+    p = webhook.add_parser("add", parents=[common], help="register a URL for a site's events; prints its secret")
+    p.add_argument("--site", required=True, help="site key")
+    p.add_argument("--url", required=True, help="http(s) URL that receives the signed POSTs")
+    p.add_argument("--events", type=_events,
+                   help=f"comma-separated, of {','.join(webhooks.EVENT_TYPES)} (default: all)")
+    p.set_defaults(fn=cmd_webhook_add)
+    p = webhook.add_parser("list", parents=[common], help="list webhooks with their deliveries by status")
+    p.set_defaults(fn=cmd_webhook_list)
+    p = webhook.add_parser("remove", parents=[common], help="remove a webhook and its delivery log")
+    p.add_argument("id", type=int)
+    p.set_defaults(fn=cmd_webhook_remove)
+    for name, active, text in (("enable", True, "send events again"), ("disable", False, "stop sending events")):
+        p = webhook.add_parser(name, parents=[common], help=f"{text} to a webhook")
+        p.add_argument("id", type=int)
+        p.set_defaults(fn=cmd_webhook_active, active=active)
+    p = webhook.add_parser("deliveries", parents=[common], help="the delivery log, newest first")
+    p.add_argument("--webhook", type=int, help="only this webhook's")
+    p.add_argument("--failed", action="store_true", help="only deliveries that failed for good")
+    p.add_argument("--limit", type=int, default=50, choices=range(1, 1001), metavar="1-1000")
+    p.set_defaults(fn=cmd_webhook_deliveries)
 
     privacy = sub.add_parser("privacy", help="privacy operations").add_subparsers(dest="privacy_command", required=True)
     p = privacy.add_parser("forget", parents=[common], help="delete every row about a visitor")

@@ -20,6 +20,7 @@ from web.http import SITE_CACHE_KEY, SiteCache, api_errors
 from web.journey_api import setup_journey_api
 from web.seller import setup_seller_console
 from web.sellers_api import setup_sellers_api
+from web.webhooks_admin import setup_webhooks_admin
 
 HERE = Path(__file__).parent
 
@@ -95,5 +96,6 @@ def setup_web(app: web.Application) -> None:
     setup_sellers_api(app)
     setup_call_pages(app)
     setup_seller_console(app)
+    setup_webhooks_admin(app)
     if app[SETTINGS_KEY].demo:
         setup_demo_routes(app)

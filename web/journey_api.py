@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
@@ -12,9 +12,11 @@ from analytics.conversions import record_conversion
 from analytics.ingest import Overloaded, event_rows
 from analytics.surveys import SurveyError, submit_survey, survey_form
 from analytics.validation import BrowserConversion, EventBatch, ServerConversion, SurveyIn
-from talk import directory
+from talk import directory, webhooks
 from talk.db import SESSIONMAKER_KEY
 from talk.models import CallRecord
+from talk.settings import SETTINGS_KEY
+from talk.webhook_dispatcher import WEBHOOKS_KEY
 from web.http import SITE_CACHE_KEY, ApiError, allow_origin, cors_json, parse, preflight, read_json
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,19 @@ async def post_conversion(request: web.Request) -> web.Response:
         allow_origin(request, site)
         conversion = parse(BrowserConversion, data)
         site_id, visitor_id = site.id, conversion.visitor_id
+    ts, origin = _now(), "server" if "cors_origin" not in request else "browser"
+    queued = 0
     async with request.app[SESSIONMAKER_KEY]() as db, db.begin():
         recorded = await record_conversion(
             db, site_id=site_id, visitor_id=visitor_id, order_id=conversion.order_id, value=float(conversion.value),
-            currency=conversion.currency, ts=_now(), origin="server" if "cors_origin" not in request else "browser")
+            currency=conversion.currency, ts=ts, origin=origin)
+        if recorded:  # the webhook event commits with the purchase, or neither does
+            queued = await webhooks.enqueue_conversion_attributed(
+                db, site_id=site_id, visitor_id=visitor_id, order_id=conversion.order_id,
+                value=float(conversion.value), currency=conversion.currency, ts=ts, origin=origin,
+                window=timedelta(days=request.app[SETTINGS_KEY].attribution_days))
+    if queued:
+        request.app[WEBHOOKS_KEY].wake()
     body, status = ({"status": "recorded"}, 201) if recorded else ({"status": "duplicate"}, 200)
     return cors_json(request, body, status) if "cors_origin" in request else web.json_response(body, status=status)
 
@@ -120,8 +131,11 @@ async def post_survey(request: web.Request) -> web.Response:
     try:
         async with request.app[SESSIONMAKER_KEY]() as db, db.begin():
             await submit_survey(db, call_id, answer.rating, answer.comment, _now())
+            queued = await webhooks.enqueue_survey_submitted(db, call_id)  # commits with the answer
     except SurveyError as exc:
         raise ApiError(409 if exc.code == "conflict" else 404, exc.code, str(exc)) from None
+    if queued:
+        request.app[WEBHOOKS_KEY].wake()
     return cors_json(request, {"status": "recorded"}, status=201)
 
 
