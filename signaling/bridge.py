@@ -5,7 +5,7 @@ credentials or network address.
 When both legs negotiated the same codec (normally Opus) the encoded packets are forwarded untouched: a
 `ReceiverTap` on each leg's receiver hands every RTP packet to the bridge, which pushes it as an `av.Packet` (pts
 from the RTP timestamp) into the other leg's `EncodedTrack`, and aiortc's sender only packetizes it. Only when the
-codecs differ does a `Transcoder` decode and re-encode (see `signaling.passthrough` and `signaling.transcoder`).
+codecs differ does a `Transcoder` decode and re-encode (see `signaling.passthrough` and `signaling.transcoding`).
 
 The signaling layer drives it: `negotiate` per leg with that leg's offer (the answer holds every server
 candidate), `add_candidate` for the browser's trickled candidates, `close` when the call ends. A fault in one call
@@ -24,14 +24,14 @@ from typing import Any
 import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.rtcicetransport import RTCIceCandidate
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 from signaling import rtcpeer
 from signaling.passthrough import EncodedTrack, ReceiverTap, RtpClock, pack_time_base, tap_receiver
 from signaling.rtcpeer import MediaError
-from signaling.transcoder import PACKETS_PER_SECOND, Transcoder, same_codec
+from signaling.transcoding import PACKETS_PER_SECOND, Transcoder, preferences_for_second_leg, same_codec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class MediaBridge:
             transceiver = side.pc.addTransceiver(side.outgoing, direction="sendrecv")
             other = call.sides.get(leg.other)
             if other is not None and other.codec is not None:
-                transceiver.setCodecPreferences(_prefer(other.codec, offered))
+                transceiver.setCodecPreferences(preferences_for_second_leg(other.codec, offered))
             side.receiver = transceiver.receiver
             side.tap = tap_receiver(transceiver.receiver, lambda packet: self._on_packet(call, side, packet))
             side.pc.on("connectionstatechange", lambda: self._on_state(call, side))
@@ -338,19 +338,3 @@ def _offered_codecs(offer_sdp: str) -> list[RTCRtpCodecParameters]:
         names = ", ".join(sorted({c.name for c in codecs})) or "none"
         raise MediaError(f"offer: no usable audio codec (offered {names}; supported: Opus, G722, PCMU, PCMA)")
     return codecs
-
-
-def _prefer(codec: RTCRtpCodecParameters, offered: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecCapability]:
-    """Codec preferences for the second leg: the first leg's codec first when this offer has it, so the call is
-    forwarded rather than transcoded; otherwise the offer's own order."""
-    capabilities = RTCRtpReceiver.getCapabilities("audio").codecs
-    ranked = sorted(capabilities, key=lambda cap: 0 if _matches(cap, codec) else 1 + _rank(cap, offered))
-    return ranked
-
-
-def _matches(cap: RTCRtpCodecCapability, codec: RTCRtpCodecParameters) -> bool:
-    return cap.mimeType.lower() == codec.mimeType.lower() and cap.clockRate == codec.clockRate
-
-
-def _rank(cap: RTCRtpCodecCapability, offered: list[RTCRtpCodecParameters]) -> int:
-    return next((i for i, c in enumerate(offered) if _matches(cap, c)), len(offered))
