@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from talk.models import CallRecord, Conversion, EndpointRefusal, PageEvent, SurveyAnswer, Voicemail
+from talk import webhooks
 from talk.voicemails import check_file_name
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ async def forget_visitor(db: AsyncSession, visitor_id: str, voicemail_folder: Pa
         "endpoint_refusals": (await db.execute(
             delete(EndpointRefusal).where(EndpointRefusal.visitor_id == visitor_id))).rowcount,
     }
+    if deliveries := await webhooks.forget_visitor(db, visitor_id):  # webhook events that named them
+        counts["webhook_deliveries"] = deliveries
     _remove_recordings(voicemail_folder, recordings)
     return counts
 
