@@ -328,6 +328,91 @@ def cmd_webhook_deliveries(args: argparse.Namespace) -> None:
     _admin(args, action)
 
 
+def _generate_data(args: argparse.Namespace, visitors: int, demo: bool) -> None:
+    """N synthetic visitors (analytics/generator.py). The demo data is created first in demo mode, or when the
+    database has no site at all: never demo accounts (password "demo") next to real ones."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from analytics.generator import GeneratorError, StderrProgress, generate, report
+    from talk.app import demo_origins
+    from talk.demo import seed_demo
+    from talk.models import Site
+    from talk.secret import load_secret, subkey
+
+    settings = _settings(args, demo=demo)
+
+    async def run():
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as db, db.begin():
+                if demo or await db.scalar(select(Site.id).limit(1)) is None:
+                    await seed_demo(db, demo_origins(settings))
+            return await generate(engine, visitors, end=args.end or datetime.now(timezone.utc), seed=args.seed,
+                                  days=args.days, attribution_days=settings.attribution_days,
+                                  alias_key=subkey(load_secret(settings), "buyer-alias"), progress=StderrProgress())
+        finally:
+            await engine.dispose()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(settings.resolved_database_url)
+    try:
+        print(report(asyncio.run(run()), args.seed), flush=True)
+    except GeneratorError as exc:
+        if not demo:
+            sys.exit(f"talk: {exc}")
+        print(f"talk: {exc}; serving the data that is there", file=sys.stderr, flush=True)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    _generate_data(args, args.visitors, demo=False)
+
+
+def cmd_demo_generated(args: argparse.Namespace) -> None:
+    if args.generate:
+        _generate_data(args, args.generate, demo=True)
+    cmd_demo(args)
+
+
+def _add_generate_commands(sub, common: argparse.ArgumentParser) -> None:
+    """`talk generate N` and `talk demo --generate N`."""
+    from analytics.generator import DEFAULT_DAYS, DEFAULT_SEED, parse_end
+
+    def count(value: str) -> int:
+        if not value.isdigit():
+            raise argparse.ArgumentTypeError("a whole number of visitors, 0 or more")
+        return int(value)
+
+    def days(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= 3650:
+            raise argparse.ArgumentTypeError("a whole number of days from 1 to 3650")
+        return int(value)
+
+    def end(value: str):
+        try:
+            return parse_end(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    def options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"same seed, same data (default {DEFAULT_SEED})")
+        p.add_argument("--days", type=days, default=DEFAULT_DAYS, help=f"days of data (default {DEFAULT_DAYS})")
+        p.add_argument("--end", type=end, help="when the period ends: ISO date (that whole day) or datetime, UTC "
+                       "(default: now)")
+
+    demo = sub.choices["demo"]
+    demo.add_argument("--generate", type=count, metavar="N",
+                      help="first fill the database with N synthetic visitors' journeys, calls, surveys, purchases")
+    options(demo)
+    demo.set_defaults(fn=cmd_demo_generated)
+    p = sub.add_parser("generate", parents=[common], help="fill the database with N synthetic visitors (demo site; "
+                       "about 5 page views each), without serving")
+    p.add_argument("visitors", type=count, metavar="N")
+    options(p)
+    p.set_defaults(fn=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talk", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -449,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="(default: asked for)")
     p.add_argument("--queue", action="append", default=[], help="SITE_KEY:QUEUE this agent answers (repeatable)")
     p.set_defaults(fn=cmd_account_create)
+    _add_generate_commands(sub, common)
     return parser
 
 
