@@ -261,8 +261,6 @@ def cmd_token_create(args: argparse.Namespace) -> None:
 def cmd_privacy_forget(args: argparse.Namespace) -> None:
     async def action(db: AsyncSession) -> str:
         counts = await forget_visitor(db, args.visitor_id, voicemail_dir(_settings(args).data_dir))
-        if deliveries := await webhooks.forget_visitor(db, args.visitor_id):  # webhook events about them
-            counts["webhook_deliveries"] = deliveries
         return "deleted " + ", ".join(f"{n} {what}" for what, n in counts.items())
 
     _admin(args, action)
