@@ -9,8 +9,9 @@ codecs differ does a `Transcoder` decode and re-encode (see `signaling.passthrou
 
 The signaling layer drives it: `negotiate` per leg with that leg's offer (the answer holds every server
 candidate), `add_candidate` for the browser's trickled candidates, `close` when the call ends. A fault in one call
-(a leg's connection failing, an exception on its media path) tears down that call only and is reported through
-`on_failure(call_id, leg)`.
+tears down that call only and is reported through `on_failure(call_id, leg)`: a leg's connection "failed", a leg's
+connection closed from the party's end (it closed it, or its ICE consent expired, which aiortc reports as
+"closed") with no `close` of the call within `closed_leg_grace` seconds, or an exception on the call's media path.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from signaling.transcoding import PACKETS_PER_SECOND, Transcoder, preferences_fo
 log = logging.getLogger(__name__)
 
 MAX_EARLY_CANDIDATES = 50  # trickled candidates kept per leg while its offer is being applied
+CLOSED_LEG_GRACE = 2.0  # seconds a leg closed by its party may wait for the call's close() before it is a failure
 SETTLE_TICKS = 3  # event-loop iterations given to aiortc's own stragglers after a connection is closed
 
 
@@ -84,6 +86,7 @@ class _Call:
         self.closed = False
         self.failed = False
         self.teardown: asyncio.Task[None] | None = None
+        self.watchdog: asyncio.Task[None] | None = None  # a leg closed by its party: fail unless the call ends
 
 
 class MediaBridge:
@@ -94,6 +97,7 @@ class MediaBridge:
         self._calls: dict[str, _Call] = {}
         self._closing: dict[str, _Call] = {}
         self.on_failure: Callable[[str, Leg], None] | None = None
+        self.closed_leg_grace = CLOSED_LEG_GRACE
 
     @property
     def active_calls(self) -> int:
@@ -224,9 +228,21 @@ class MediaBridge:
     def _on_state(self, call: _Call, side: _Side) -> None:
         state = side.pc.connectionState
         side.connected = state == "connected"
+        if call.closed:
+            return
         if state == "failed":
             log.warning("call %s: the %s leg's connection failed", call.call_id, side.leg)
             self._fail(call, side.leg)
+        elif state == "closed" and call.watchdog is None:
+            # The party's end closed the connection (it hung up, or its ICE consent expired: aiortc then reports
+            # "closed", not "failed"). A hang-up reaches close() through signaling first or soon after.
+            call.watchdog = asyncio.get_running_loop().create_task(self._fail_unless_closed(call, side.leg))
+
+    async def _fail_unless_closed(self, call: _Call, leg: Leg) -> None:
+        await asyncio.sleep(self.closed_leg_grace)
+        if not call.closed:
+            log.warning("call %s: the %s leg's connection closed and the call was not ended", call.call_id, leg)
+            self._fail(call, leg)
 
     # -- teardown ----------------------------------------------------------------------------------------------
 
@@ -254,6 +270,9 @@ class MediaBridge:
 
     async def _teardown(self, call: _Call) -> None:
         try:
+            if call.watchdog is not None and call.watchdog is not asyncio.current_task():
+                call.watchdog.cancel()
+                await asyncio.gather(call.watchdog, return_exceptions=True)
             sides = list(call.sides.values())
             call.sides.clear()
             await asyncio.gather(*(_close_side(s) for s in sides))

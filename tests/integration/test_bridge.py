@@ -370,3 +370,25 @@ async def test_candidates_trickled_while_the_offer_is_applied_are_kept(bridge, c
 
     await clients.run(callee.accept(await bridge.negotiate("call-t", Leg.CALLEE, await clients.run(callee.offer()))))
     await hear_each_other(clients, caller, callee)
+
+
+async def test_a_party_closing_its_connection_fails_the_call_unless_signaling_ends_it(bridge, clients, parties):
+    """aiortc reports a connection closed from the far end (the party closed it, or ICE consent expired) as
+    "closed", not "failed": the bridge waits `closed_leg_grace` for signaling's close() (a hang-up), then reports
+    the call through on_failure and tears it down."""
+    failures: list[tuple[str, Leg]] = []
+    bridge.on_failure = lambda call_id, leg: failures.append((call_id, leg))
+    bridge.closed_leg_grace = 0.5
+    gone_caller, gone_callee, _ = await connect(bridge, clients, parties, "call-gone")
+    hung_caller, hung_callee, _ = await connect(bridge, clients, parties, "call-hung-up")
+    await clients.run(both_hear(gone_caller, gone_callee, 5))
+    await clients.run(both_hear(hung_caller, hung_callee, 5))
+
+    await clients.run(gone_callee.pc.close())
+    await clients.run(hung_caller.pc.close())
+    await asyncio.sleep(0.1)
+    await bridge.close("call-hung-up")  # the hang-up came through signaling within the grace period
+    async with asyncio.timeout(TIMEOUT):
+        while bridge.active_calls or bridge._closing:
+            await asyncio.sleep(0.02)
+    assert failures == [("call-gone", Leg.CALLEE)]
