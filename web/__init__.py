@@ -18,6 +18,8 @@ from web.calls_api import setup_calls_api
 from web.demo import setup_demo_routes
 from web.http import SITE_CACHE_KEY, SiteCache, api_errors
 from web.journey_api import setup_journey_api
+from web.openapi import setup_openapi
+from web.reports_api import setup_reports_api
 from web.seller import setup_seller_console
 from web.sellers_api import setup_sellers_api
 from web.webhooks_admin import setup_webhooks_admin
@@ -93,6 +95,8 @@ def setup_web(app: web.Application) -> None:
     router.add_get(r"/widget/{name:[a-z][a-z0-9-]*\.js}", widget_asset)
     setup_journey_api(app)
     setup_calls_api(app)
+    setup_reports_api(app)
+    setup_openapi(app)
     setup_sellers_api(app)
     setup_call_pages(app)
     setup_seller_console(app)

@@ -1,0 +1,84 @@
+"""Conversion of callers against non-callers, revenue after calls, orders per call, time from call to purchase.
+
+Definitions (analytics/generator_truth.py's; attribution as in analytics/reports/base.py):
+
+- `callers`: distinct `visitor_id` of the calls in range (a call without consent has a visitor id of its own).
+- `callers_converted`: callers with at least one conversion attributed to at least one of their calls in range.
+- `conversions_after_calls`: distinct conversions attributed to at least one call in range (once, however many of
+  the visitor's calls it follows); `revenue_after_calls` the sum of their values, exact to the cent.
+- `non_callers`: distinct `visitor_id` with a page view in [lo, hi) on the site and no call in range on the site, in
+  any queue and channel (the queue and channel filters do not apply to them); without a site filter, any site.
+  `non_callers_converted`: those with a conversion on the site with `ts` in [lo, hi).
+- `orders_per_call` (this report's own): conversions_after_calls / calls_offered.
+- `time_to_purchase` (this report's own): for each conversion after calls, the time from the end of the latest
+  call in range it is attributed to (the one just before it) to the purchase; median and average in seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from analytics.reports.base import Report, attributions, calls_in, count_if, in_range, ratio, spread
+from analytics.reports.filters import Range
+from talk.models import CallRecord, Conversion, PageEvent
+
+
+async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, Any]:
+    """callers, callers_converted, conversions_after_calls, revenue_after_calls, and the delays to purchase."""
+    calls = calls_in(rng, window)
+    pairs = attributions(calls, window)
+    callers = await db.scalar(select(func.count(calls.c.visitor_id.distinct())))
+    converted = await db.scalar(select(func.count(pairs.c.visitor_id.distinct())))
+    distinct = select(pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
+    conversions, revenue_cents = (await db.execute(
+        select(func.count(), func.coalesce(func.sum(distinct.c.cents), 0)).select_from(distinct))).one()
+    delays = (select(func.min(pairs.c.delay_us).label("us")).group_by(pairs.c.conversion_id).subquery())
+    return {"callers": int(callers), "callers_converted": int(converted), "conversions_after_calls": int(conversions),
+            "revenue_cents": int(revenue_cents), "delays": await spread(db, delays)}
+
+
+async def non_caller_figures(db: AsyncSession, rng: Range) -> dict[str, int]:
+    e, c, conv = PageEvent.__table__, CallRecord.__table__.alias("c"), Conversion.__table__
+    seen = select(e.c.visitor_id).where(e.c.ts >= rng.lo, e.c.ts < rng.hi)
+    if rng.site_id is not None:
+        seen = seen.where(e.c.site_id == rng.site_id)
+    visitors = seen.distinct().subquery()
+    called = exists().where(c.c.visitor_id == visitors.c.visitor_id, *in_range(rng, c, all_queues=True))
+    bought = exists().where(conv.c.visitor_id == visitors.c.visitor_id, conv.c.ts >= rng.lo, conv.c.ts < rng.hi,
+                            *([conv.c.site_id == rng.site_id] if rng.site_id is not None else []))
+    non_callers = select(visitors.c.visitor_id, bought.label("bought")).where(~called).subquery()
+    total, converted = (await db.execute(
+        select(func.count(), count_if(non_callers.c.bought))
+        .select_from(non_callers))).one()
+    return {"non_callers": int(total), "non_callers_converted": int(converted)}
+
+
+def money(cents: int) -> float:
+    return round(cents / 100, 2)
+
+
+CONVERSION_COLUMNS = (
+    "calls_offered", "callers", "callers_converted", "conversion_rate_callers", "non_callers",
+    "non_callers_converted", "conversion_rate_non_callers", "conversions_after_calls", "revenue_after_calls",
+    "orders_per_call", "time_to_purchase_median_seconds", "time_to_purchase_avg_seconds",
+)
+
+
+async def conversion(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    callers = await caller_figures(db, rng, window)
+    others = await non_caller_figures(db, rng)
+    offered = await db.scalar(select(func.count()).select_from(calls_in(rng, window)))
+    delays = callers["delays"].seconds()
+    row = (
+        int(offered), callers["callers"], callers["callers_converted"],
+        ratio(callers["callers_converted"], callers["callers"]), others["non_callers"],
+        others["non_callers_converted"], ratio(others["non_callers_converted"], others["non_callers"]),
+        callers["conversions_after_calls"], money(callers["revenue_cents"]),
+        ratio(callers["conversions_after_calls"], offered), delays["median"], delays["avg"],
+    )
+    return Report("conversion", CONVERSION_COLUMNS, [row])
+

@@ -1,0 +1,120 @@
+"""Survey results and the people who take calls (agents and sellers).
+
+- `survey`: the post-call survey answers of the calls in range: one `all` row, then one per queue, per agent and
+  per seller (the account that answered the call: agent calls under `agent`, masked seller calls under `seller`).
+  Columns: dimension, id, name (queue name or account name), survey_responses, survey_rating_sum, survey_average and
+  the distribution rating_1 … rating_5 (how many answers gave each rating).
+- `survey_comments`: the `limit` latest answers with a comment (newest first): call_id, created_at (of the answer),
+  rating, comment (as the caller typed it: text, never markup; escaping is the view's job), queue, channel,
+  person_id, person_name.
+- `people`: the calls in range by the person on them (analytics/reports/base.py: the answering or ringing agent,
+  or the seller of a seller call's queue; agent calls no agent took are the row with no id): role (agent or seller),
+  id, name, calls, calls_answered, answer_rate, talk_total_seconds and talk_avg_seconds (answered calls that ended,
+  talk = ended_at − answered_at), survey_responses, survey_average, calls_converted (calls with a conversion
+  attributed), conversion_rate (calls_converted / calls), conversions (distinct, attributed to the person's calls)
+  and revenue. The calls of all rows add up to calls_offered. A conversion after calls of two people counts for both.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import and_, case, desc, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from analytics.reports.base import Report, answered, attributions, calls_in, count_if, ratio, seconds
+from analytics.reports.conversion import money
+from analytics.reports.filters import Range
+from analytics.reports.sqltime import binary, epoch_us
+from talk.models import Account, Queue, SurveyAnswer
+
+RATINGS = (1, 2, 3, 4, 5)
+SURVEY_COLUMNS = ("dimension", "id", "name", "survey_responses", "survey_rating_sum", "survey_average",
+                  *(f"rating_{r}" for r in RATINGS))
+DIMENSIONS = ("all", "queue", "agent", "seller")
+
+
+def _name_order(row: tuple) -> tuple:
+    """Most first, then name and id (None last), in code point order on every engine."""
+    return (-row[3], row[2] is None, row[2] or "", row[1] is None, row[1] or 0)
+
+
+async def survey(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    calls = calls_in(rng, window)
+    q, a = Queue.__table__, Account.__table__
+    figures = [func.count(calls.c.rating).label("n"), func.coalesce(func.sum(calls.c.rating), 0).label("total"),
+               *(count_if(calls.c.rating == r).label(f"r{r}") for r in RATINGS)]
+    answered_calls = calls.c.rating.is_not(None)
+    groups = {
+        "all": select(literal(None).label("id"), literal(None).label("name"), *figures).where(answered_calls),
+        "queue": (select(q.c.id, q.c.name, *figures).select_from(calls).join(q, q.c.id == calls.c.queue_id)
+                  .where(answered_calls).group_by(q.c.id, q.c.name)),
+    }
+    for dimension in ("agent", "seller"):
+        groups[dimension] = (select(a.c.id, a.c.name, *figures).select_from(calls)
+                             .join(a, a.c.id == calls.c.person_id)
+                             .where(answered_calls, calls.c.channel == dimension).group_by(a.c.id, a.c.name))
+    rows = []
+    for dimension in DIMENSIONS:
+        found = [(dimension, r.id, r.name, int(r.n), int(r.total), ratio(int(r.total), r.n),
+                  *(int(getattr(r, f"r{k}")) for k in RATINGS)) for r in await db.execute(groups[dimension])]
+        rows.extend(found if dimension == "all" else sorted(found, key=_name_order))
+    return Report("survey", SURVEY_COLUMNS, rows)
+
+
+COMMENT_COLUMNS = ("call_id", "created_at", "rating", "comment", "queue", "channel", "person_id", "person_name")
+
+
+async def survey_comments(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    calls = calls_in(rng, window)
+    sa, q, a = SurveyAnswer.__table__, Queue.__table__, Account.__table__
+    statement = (
+        select(calls.c.id, sa.c.created_at, sa.c.rating, sa.c.comment, q.c.name, calls.c.channel,
+               calls.c.person_id, a.c.name.label("person_name"))
+        .select_from(calls).join(sa, sa.c.call_id == calls.c.id).join(q, q.c.id == calls.c.queue_id)
+        .outerjoin(a, a.c.id == calls.c.person_id)
+        .where(sa.c.comment.is_not(None))
+        .order_by(desc(sa.c.created_at), desc(binary(calls.c.id)))
+        .limit(rng.limit)
+    )
+    rows = [(r.id, r.created_at.isoformat(), r.rating, r.comment, r.name, r.channel, r.person_id, r.person_name)
+            for r in await db.execute(statement)]
+    return Report("survey_comments", COMMENT_COLUMNS, rows)
+
+
+PEOPLE_COLUMNS = (
+    "role", "id", "name", "calls", "calls_answered", "answer_rate", "talk_total_seconds", "talk_avg_seconds",
+    "survey_responses", "survey_average", "calls_converted", "conversion_rate", "conversions", "revenue",
+)
+
+
+async def people(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    calls = calls_in(rng, window)
+    a = Account.__table__
+    talked = and_(answered(calls), calls.c.ended_at.is_not(None))
+    talk_us = epoch_us(calls.c.ended_at) - epoch_us(calls.c.answered_at)
+    statement = (
+        select(calls.c.channel, calls.c.person_id, a.c.name, func.count().label("calls"),
+               count_if(answered(calls)).label("answered"), count_if(talked).label("talked"),
+               func.coalesce(func.sum(case((talked, talk_us), else_=0)), 0).label("talk_us"),
+               func.count(calls.c.rating).label("responses"),
+               func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum"),
+               func.coalesce(func.sum(calls.c.converted), 0).label("converted"))
+        .select_from(calls).outerjoin(a, a.c.id == calls.c.person_id)
+        .group_by(calls.c.channel, calls.c.person_id, a.c.name)
+    )
+    found = (await db.execute(statement)).all()
+    pairs = attributions(calls, window, calls.c.channel, calls.c.person_id)
+    keyed = select(pairs.c.channel, pairs.c.person_id, pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
+    money_of = {(r.channel, r.person_id): (int(r.n), int(r.cents)) for r in await db.execute(
+        select(keyed.c.channel, keyed.c.person_id, func.count().label("n"), func.sum(keyed.c.cents).label("cents"))
+        .group_by(keyed.c.channel, keyed.c.person_id))}
+    rows = []
+    for r in found:
+        conversions, revenue_cents = money_of.get((r.channel, r.person_id), (0, 0))
+        rows.append((r.channel, r.person_id, r.name, int(r.calls), int(r.answered), ratio(r.answered, r.calls),
+                     seconds(int(r.talk_us)), seconds(ratio(int(r.talk_us), r.talked)), int(r.responses),
+                     ratio(int(r.rating_sum), r.responses), int(r.converted), ratio(int(r.converted), r.calls),
+                     conversions, money(revenue_cents)))
+    rows.sort(key=lambda row: (row[0], *_name_order(row)))
+    return Report("people", PEOPLE_COLUMNS, rows)
