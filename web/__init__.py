@@ -20,6 +20,7 @@ from web.http import SITE_CACHE_KEY, SiteCache, api_errors
 from web.journey_api import setup_journey_api
 from web.openapi import setup_openapi
 from web.reports_api import setup_reports_api
+from web.reports_dashboard import setup_reports_dashboard
 from web.seller import setup_seller_console
 from web.sellers_api import setup_sellers_api
 from web.webhooks_admin import setup_webhooks_admin
@@ -96,6 +97,7 @@ def setup_web(app: web.Application) -> None:
     setup_journey_api(app)
     setup_calls_api(app)
     setup_reports_api(app)
+    setup_reports_dashboard(app)
     setup_openapi(app)
     setup_sellers_api(app)
     setup_call_pages(app)
