@@ -173,6 +173,10 @@ class MediaBridge:
         await asyncio.gather(*(asyncio.shield(self._begin_teardown(c)) for c in calls), return_exceptions=True)
 
     def stats(self, call_id: str) -> dict[str, Any] | None:
+        """{"mode": "pending"|"forward"|"transcode", "codecs": {"caller": "opus", "callee": "PCMU"},
+        "packets": {"caller_to_callee": n, "callee_to_caller": n}, "dropped": {same keys}}, None for an unknown
+        call. "packets" counts what one leg received and handed to the other; "dropped" what was not (the other
+        leg not connected yet, reordered or undecodable packets, the other leg's sender more than 200 ms behind)."""
         call = self._calls.get(call_id)
         if call is None:
             return None
@@ -234,8 +238,8 @@ class MediaBridge:
             log.warning("call %s: the %s leg's connection failed", call.call_id, side.leg)
             self._fail(call, side.leg)
         elif state == "closed" and call.watchdog is None:
-            # The party's end closed the connection (it hung up, or its ICE consent expired: aiortc then reports
-            # "closed", not "failed"). A hang-up reaches close() through signaling first or soon after.
+            # Closed without close(): the party closed its connection, or ICE consent expired (aiortc reported
+            # that as "closed", not "failed", in the benchmark). A hang-up reaches close() through signaling soon.
             call.watchdog = asyncio.get_running_loop().create_task(self._fail_unless_closed(call, side.leg))
 
     async def _fail_unless_closed(self, call: _Call, leg: Leg) -> None:
