@@ -110,14 +110,11 @@ class EventWriter:
 
     async def _run(self) -> None:
         while True:
-            if self._queue.empty():
-                group = [await self._queue.get()]
-                # The writer was idle: wait a moment for company, so a trickle of requests still shares commits.
-                # Requests that queued while a transaction ran have waited already and go at once.
-                if self._linger:
-                    await asyncio.sleep(self._linger)
-            else:
-                group = [self._queue.get_nowait()]
+            group = [await self._queue.get()]
+            # Wait a moment for company, so requests share commits. (Not lingering after a busy transaction was
+            # measured: 2.7× the transactions, hence the fsyncs, at 5,000 events/s, and a worse tail.)
+            if self._linger:
+                await asyncio.sleep(self._linger)
             size = len(group[0].rows)
             while not self._queue.empty() and size < MAX_ROWS_PER_TRANSACTION:
                 group.append(self._queue.get_nowait())

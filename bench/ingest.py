@@ -272,7 +272,10 @@ class Child:
         lines = []
         for line in self.log_text().splitlines():
             if line.startswith("BENCH-WRITER "):
-                values = [float(v) for v in line.split()[1:]]
+                try:
+                    values = [float(v) for v in line.split()[1:]]
+                except ValueError:  # the server's log interleaved with this line: the next one will do
+                    continue
                 lines.append(values)
         before = [v for v in lines if v[0] <= t0]
         inside = [v for v in lines if t0 < v[0] <= t1 + 0.25]
