@@ -28,7 +28,7 @@ What is measured per step of N concurrent calls, over a window after the calls a
 
 Then `--cycles` set-up/tear-down cycles (each: both legs negotiated and connected, a few packets forwarded both
 ways, the call closed) against a fresh bridge process: RSS at start, after a warm-up, after each quarter and at
-the end, and after malloc_trim(0) (what of it is freed memory glibc keeps).
+the end (after the product's own heap trim, signaling/heaptrim.py, has run), and after an extra malloc_trim(0).
 
     python bench/bridge.py --pin                      # full run: ~10 min quiet, longer while it waits for quiet
     python bench/bridge.py --pin --quick              # smoke run, about 2 minutes
@@ -61,6 +61,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 LATE_MS = 150  # a packet this late is as good as lost to a browser's jitter buffer
+HEAP_TRIM_WAIT = 11.0  # seconds: signaling.heaptrim.MIN_INTERVAL, and a second for the trim itself
 MARKER_PAYLOAD = 100  # bytes per forwarded packet: about 40 kb/s, a browser's voice Opus
 HARD_DEADLINE = 1800  # seconds: the whole run stops by itself after this
 
@@ -190,6 +191,8 @@ async def serve_bridge(port: int) -> None:
             "failures": len(failures),
             "objects": len(gc.get_objects()),
             "rss_trimmed_kib": trimmed,
+            "heap_trims": bridge.trimmer.trims,
+            "heap_trim_ms": None if bridge.trimmer.last_duration is None else bridge.trimmer.last_duration * 1000,
             "tasks": len(asyncio.all_tasks()),
             "task_kinds": sorted({t.get_coro().__qualname__ for t in asyncio.all_tasks()}),
             "threads": threading.active_count(),
@@ -782,6 +785,9 @@ class Run:
         """A fresh bridge: RSS at start, after a warm-up, and after --cycles set-up/tear-down cycles."""
         self.fresh_bridge()
         start = {"rss_kib": process_rss_kib(self.bridge.pid), **self.bridge_stats(gc=True)}
+        self.run_cycles(1)
+        time.sleep(HEAP_TRIM_WAIT)
+        first = {"rss_kib": process_rss_kib(self.bridge.pid), **self.bridge_stats(gc=True)}
         warmup = self.args.cycle_warmup
         self.run_cycles(warmup)
         after_warmup = {"rss_kib": process_rss_kib(self.bridge.pid), **self.bridge_stats(gc=True)}
@@ -799,11 +805,11 @@ class Run:
             self.bridge_stats(gc=True)
             checkpoints.append((done, process_rss_kib(self.bridge.pid)))
         elapsed = time.monotonic() - started
-        time.sleep(1)
+        time.sleep(HEAP_TRIM_WAIT)  # the product's own trim after the last teardowns (signaling/heaptrim.py)
         end = {"rss_kib": process_rss_kib(self.bridge.pid), **self.bridge_stats(gc=True)}
         end["trim"] = self.bridge_stats(trim=True)["rss_trimmed_kib"]
         return {"cycles": self.args.cycles, "warmup": warmup, "elapsed_s": elapsed, "errors": errors[:5],
-                "error_count": len(errors), "start": start, "after_warmup": after_warmup, "end": end,
+                "error_count": len(errors), "start": start, "first_call": first, "after_warmup": after_warmup, "end": end,
                 "checkpoints": checkpoints,
                 "cycle_ms": {"p50": pct(durations, 50) * 1000, "p99": pct(durations, 99) * 1000}}
 
@@ -873,10 +879,13 @@ def main() -> None:
         if args.cycles:
             results["cycles"] = c = run.cycles()
             print(f"\ncycles: {c['cycles']} in {c['elapsed_s']:.0f} s, errors {c['error_count']} {c['errors']}; "
-                  f"bridge RSS KiB start {c['start']['rss_kib']}, after {c['warmup']} warm-up "
+                  f"bridge RSS KiB start {c['start']['rss_kib']} ({c['start']['objects']} objects), after the first call "
+                  f"{c['first_call']['rss_kib']} ({c['first_call']['objects']} objects), "
+                  f"after {c['warmup']} warm-up "
                   f"{c['after_warmup']['rss_kib']}, end {c['end']['rss_kib']} (checkpoints {c['checkpoints']}), after malloc_trim(0) {c['end']['trim'][1]}; tasks {c['start']['tasks']} -> "
                   f"{c['end']['tasks']} {c['end']['task_kinds']}, objects {c['after_warmup']['objects']} -> {c['end']['objects']}, threads {c['start']['threads']} -> {c['end']['threads']}; "
-                  f"cycle p50 {c['cycle_ms']['p50']:.0f} ms", flush=True)
+                  f"cycle p50 {c['cycle_ms']['p50']:.0f} ms; product heap trims {c['end']['heap_trims']}, "
+                  f"the last {c['end']['heap_trim_ms']:.1f} ms", flush=True)
     finally:
         run.stop_workers()
         run.stop_bridge()

@@ -12,6 +12,7 @@ from signaling.call import Call
 from signaling.callstore import CallStore
 from signaling.echo import EchoService
 from signaling.handlers import CALL_HANDLERS
+from signaling.heaptrim import HeapTrimmer
 from signaling.media_handlers import MEDIA_HANDLERS
 from signaling.routing import InMemoryRouting, Routing
 from signaling.session import SignalingContext, handler_table
@@ -39,11 +40,12 @@ async def signaling_ctx(app: web.Application) -> AsyncIterator[None]:
     switchboard.events.on(CALL_CHANGED, store.record)
     store.start()
     ice_servers = list(settings.ice_servers)
-    bridge = MediaBridge(ice_servers)
+    trimmer = HeapTrimmer()  # one per process: the bridge, recordings and echo sessions all free into one heap
+    bridge = MediaBridge(ice_servers, trimmer)
     bridge.on_failure = lambda call_id, _leg: switchboard.spawn(switchboard.fail, call_id)
     desk = VoicemailDesk(app[SESSIONMAKER_KEY], store, voicemail_dir(settings.data_dir), ice_servers,
-                         settings.voicemail_max_seconds, switchboard.notify)
-    echo = EchoService(ice_servers)
+                         settings.voicemail_max_seconds, switchboard.notify, trimmer)
+    echo = EchoService(ice_servers, trimmer=trimmer)
 
     def media_after_call(call: Call) -> None:
         if call.state is CallState.ENDED:
@@ -70,6 +72,7 @@ async def signaling_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await switchboard.shutdown()
     await asyncio.gather(bridge.close_all(), desk.close_all(), echo.close_all(), return_exceptions=True)
+    trimmer.close()
     await store.stop()
 
 

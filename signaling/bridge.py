@@ -30,6 +30,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 from signaling import rtcpeer
+from signaling.heaptrim import HeapTrimmer
 from signaling.passthrough import EncodedTrack, ReceiverTap, RtpClock, pack_time_base, tap_receiver
 from signaling.rtcpeer import MediaError
 from signaling.transcoding import PACKETS_PER_SECOND, Transcoder, preferences_for_second_leg, same_codec
@@ -92,8 +93,9 @@ class _Call:
 class MediaBridge:
     """Bridged calls by id; see the module docstring. One instance per process, driven by signaling."""
 
-    def __init__(self, ice_servers: list[dict[str, Any]]) -> None:
+    def __init__(self, ice_servers: list[dict[str, Any]], trimmer: HeapTrimmer | None = None) -> None:
         self._ice_servers = list(ice_servers)
+        self.trimmer = trimmer if trimmer is not None else HeapTrimmer()  # freed memory back after each teardown
         self._calls: dict[str, _Call] = {}
         self._closing: dict[str, _Call] = {}
         self.on_failure: Callable[[str, Leg], None] | None = None
@@ -284,6 +286,7 @@ class MediaBridge:
         finally:
             if self._closing.get(call.call_id) is call:
                 del self._closing[call.call_id]
+            self.trimmer.request()
 
     @staticmethod
     def _check_open(call: _Call) -> None:

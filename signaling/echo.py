@@ -22,6 +22,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from signaling import rtcpeer
+from signaling.heaptrim import HeapTrimmer
 from signaling.recorder import check_audio_offer
 from signaling.rtcpeer import MediaError
 
@@ -71,8 +72,10 @@ class _Session:
 class EchoService:
     """Pre-flight echo sessions, at most `max_sessions` at a time, each at most `max_seconds` long."""
 
-    def __init__(self, ice_servers: list[dict[str, Any]], max_sessions: int = 6, max_seconds: float = 15.0) -> None:
+    def __init__(self, ice_servers: list[dict[str, Any]], max_sessions: int = 6, max_seconds: float = 15.0,
+                 trimmer: HeapTrimmer | None = None) -> None:
         self._ice_servers = list(ice_servers)
+        self._trimmer = trimmer
         self._max_sessions = max_sessions
         self._max_seconds = max_seconds
         self._sessions: dict[str, _Session] = {}
@@ -189,6 +192,8 @@ class EchoService:
             log.exception("echo %s: closing failed", session.id)
         finally:
             self._sessions.pop(session.id, None)
+            if self._trimmer is not None:
+                self._trimmer.request()
 
 
 async def _drain(track: MediaStreamTrack) -> None:

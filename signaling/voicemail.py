@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from signaling.call import Call
 from signaling.callstore import CallStore
 from signaling.protocol import FORBIDDEN, ILLEGAL_STATE, NOT_FOUND, ProtocolError, event
+from signaling.heaptrim import HeapTrimmer
 from signaling.recorder import VoicemailRecorder
 from signaling.rtcpeer import MediaError
 from talk import voicemails
@@ -60,7 +61,9 @@ class _Recording:
 
 class VoicemailDesk:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], callstore: CallStore, folder: Path,
-                 ice_servers: list[dict[str, Any]], max_seconds: float, notify: Notify) -> None:
+                 ice_servers: list[dict[str, Any]], max_seconds: float, notify: Notify,
+                 trimmer: HeapTrimmer | None = None) -> None:
+        self._trimmer = trimmer
         self._sessionmaker = sessionmaker
         self._callstore = callstore
         self._folder = folder
@@ -150,6 +153,8 @@ class VoicemailDesk:
             return {**saved, "saved": True}
         finally:
             self._recordings.pop(offer.call_id, None)
+            if self._trimmer is not None:
+                self._trimmer.request()
 
     async def _store(self, recording: _Recording, duration: float) -> None:
         offer = recording.offer

@@ -321,6 +321,8 @@ async def test_close_leaves_nothing_behind(bridge, clients, parties):
     assert all(side.outgoing.readyState == "ended" and side.receiver.track.readyState == "ended" for side in sides)
     assert (bridge.active_calls, bridge.stats("call-c"), bridge._calls, bridge._closing) == (0, None, {}, {})
     assert call.sides == {}
+    await asyncio.sleep(0.01)
+    assert bridge.trimmer.trims == 1, "the teardown hands freed memory back (signaling/heaptrim.py)"
     await bridge.close("call-c")  # again: nothing to do
     await bridge.close("never-existed")
 
