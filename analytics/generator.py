@@ -65,6 +65,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from analytics import visitordays
 from analytics.generator_truth import MICROSECOND, CallFact, PageFact, Truth, to_datetime, to_us
 from analytics.sources import attribution_of
 from talk import db as talk_db
@@ -908,6 +909,8 @@ class _SqliteSink:
     def _commit(self) -> None:
         for sql in self._indexes:
             self._connection.execute(sql)
+        for sql in visitordays.rebuild_statements("sqlite"):  # the rollup of what was loaded
+            self._connection.execute(sql)
         self._connection.execute("COMMIT")
 
     async def close(self) -> None:
@@ -957,11 +960,14 @@ class _PostgresSink:
                 await connection.copy_records_to_table(name, records=records, columns=table.columns)
 
     async def commit(self) -> None:
+        for sql in visitordays.rebuild_statements("postgresql"):  # the rollup of what was loaded
+            await self._raw.execute(sql)
         await self._transaction.commit()
         self._transaction = None
         # Fresh statistics for what was just loaded: until autovacuum gets to it, the planner would guess from
         # empty tables (the reports' plans were seconds slower).
-        for table in ("events", "calls", "survey_answers", "voicemails", "conversions"):
+        for table in ("events", "calls", "survey_answers", "voicemails", "conversions", "visitor_days",
+                      "visitor_day_counts"):
             await self._raw.execute(f"ANALYZE {table}")
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from analytics import visitordays
 from talk.models import CallRecord, Conversion, EndpointRefusal, PageEvent, SurveyAnswer, Voicemail
 from talk import webhooks
 from talk.voicemails import check_file_name
@@ -24,6 +25,7 @@ RETENTION_EVERY = timedelta(hours=6)
 async def forget_visitor(db: AsyncSession, visitor_id: str, voicemail_folder: Path | None = None) -> dict[str, int]:
     """Delete every row about the visitor: page views, purchases, survey answers, calls and their voicemails (rows
     and recordings), and their attempts on dead seller links."""
+    await visitordays.lock_rollup(db)
     calls = select(CallRecord.id).where(CallRecord.visitor_id == visitor_id)
     recordings = await _delete_voicemails(db, Voicemail.call_id.in_(calls))
     counts = {
@@ -31,6 +33,7 @@ async def forget_visitor(db: AsyncSession, visitor_id: str, voicemail_folder: Pa
         "survey_answers": (await db.execute(delete(SurveyAnswer).where(SurveyAnswer.call_id.in_(calls)))).rowcount,
         "calls": (await db.execute(delete(CallRecord).where(CallRecord.visitor_id == visitor_id))).rowcount,
         "events": (await db.execute(delete(PageEvent).where(PageEvent.visitor_id == visitor_id))).rowcount,
+        "visitor_days": await visitordays.forget_visitor(db, visitor_id),
         "conversions": (await db.execute(delete(Conversion).where(Conversion.visitor_id == visitor_id))).rowcount,
         "endpoint_refusals": (await db.execute(
             delete(EndpointRefusal).where(EndpointRefusal.visitor_id == visitor_id))).rowcount,
@@ -45,12 +48,14 @@ async def enforce_retention(db: AsyncSession, now: datetime, keep: timedelta,
                             voicemail_folder: Path | None = None) -> dict[str, int]:
     """Delete what is older than the retention period (calls by their creation, the rest by their time)."""
     cutoff = now - keep
+    await visitordays.lock_rollup(db)
     old_calls = select(CallRecord.id).where(CallRecord.created_at < cutoff)
     recordings = await _delete_voicemails(db, Voicemail.call_id.in_(old_calls))
     counts = {
         "survey_answers": (await db.execute(delete(SurveyAnswer).where(SurveyAnswer.call_id.in_(old_calls)))).rowcount,
         "calls": (await db.execute(delete(CallRecord).where(CallRecord.created_at < cutoff))).rowcount,
         "events": (await db.execute(delete(PageEvent).where(PageEvent.ts < cutoff))).rowcount,
+        "visitor_days": await visitordays.drop_before(db, cutoff),
         "conversions": (await db.execute(delete(Conversion).where(Conversion.ts < cutoff))).rowcount,
         "endpoint_refusals": (await db.execute(
             delete(EndpointRefusal).where(EndpointRefusal.created_at < cutoff))).rowcount,

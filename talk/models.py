@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, Numeric, String, Text, TypeDecorator,
-    UniqueConstraint,
+    UniqueConstraint, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -167,6 +167,40 @@ class PageEvent(Base):
     click_id: Mapped[str | None] = mapped_column(String(200))
     props: Mapped[dict | None] = mapped_column(JSON)
     ip_hash: Mapped[str | None] = mapped_column(String(32))
+
+
+class VisitorDay(Base):
+    """One row per visitor, site and UTC day with a page view: the first and last page view of that day, and the
+    visitor's previous and next day with a page view (a per-visitor linked list kept by analytics/visitordays.py, so
+    distinct visitors over any range are counted without reading the page views)."""
+
+    __tablename__ = "visitor_days"
+    __table_args__ = (
+        Index("ix_visitor_days_day_site", "day", "site_id"),
+        # Rows not yet linked (prev_day NULL): written with their page views, linked in the same transaction.
+        Index("ix_visitor_days_unlinked", "site_id", "visitor_id", sqlite_where=text("prev_day IS NULL"),
+              postgresql_where=text("prev_day IS NULL")),
+    )
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    visitor_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # days since 1970-01-01, UTC
+    first_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    prev_day: Mapped[int | None] = mapped_column(Integer)  # -1: none; NULL: not linked yet
+    next_day: Mapped[int | None] = mapped_column(Integer)  # NULL: none
+
+
+class VisitorDayCount(Base):
+    """How many visitor_days rows of a site have this (day, prev_day): the distinct visitors of days a..b are the
+    rows with a <= day <= b and prev_day < a (each visitor counted on their first day in the range)."""
+
+    __tablename__ = "visitor_day_counts"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prev_day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    visitors: Mapped[int] = mapped_column(Integer)
 
 
 class Conversion(Base):

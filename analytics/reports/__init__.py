@@ -9,6 +9,9 @@ definitions exactly; each module's docstring defines its own columns (docs/api.m
 - base.py: the calls in range (one CTE), attribution of conversions, order statistics.
 - summary.py, calls.py, conversion.py, pages.py, traffic.py, people.py: the reports.
 - timeline.py: one call from the pages before it to the purchases after it.
+
+Distinct visitors of a range come from the visitor-day rollup (analytics/visitordays.py); `recount=True` counts
+them from the page views instead (tests and bench/reports.py check that both agree).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from analytics.reports.base import Report
 from analytics.reports.filters import FilterError, Range, ReportFilters, UnknownFilter, resolve
 from analytics.reports.timeline import call_timeline
 
-ReportFn = Callable[[AsyncSession, ReportFilters, timedelta], Awaitable[Report]]
+ReportFn = Callable[..., Awaitable[Report]]  # (db, filters, window, recount=False)
 
 _BUILDERS: dict[str, tuple[Callable[[AsyncSession, Range, timedelta], Awaitable[Report]], str]] = {
     "summary": (summary.summary, "Every headline figure of the range, with numerators and denominators."),
@@ -43,8 +46,8 @@ _BUILDERS: dict[str, tuple[Callable[[AsyncSession, Range, timedelta], Awaitable[
 
 
 def _with_filters(build) -> ReportFn:
-    async def report(db: AsyncSession, filters: ReportFilters, window: timedelta) -> Report:
-        return await build(db, await resolve(db, filters), window)
+    async def report(db: AsyncSession, filters: ReportFilters, window: timedelta, recount: bool = False) -> Report:
+        return await build(db, await resolve(db, filters, recount), window)
 
     report.__name__, report.__doc__ = build.__name__, f"{build.__module__}.{build.__name__} with its filters resolved."
     return report
@@ -54,11 +57,13 @@ REPORTS: dict[str, ReportFn] = {name: _with_filters(build) for name, (build, _) 
 DESCRIPTIONS: dict[str, str] = {name: text for name, (_, text) in _BUILDERS.items()}
 
 
-async def run_report(db: AsyncSession, name: str, filters: ReportFilters, window: timedelta) -> Report:
-    """REPORTS[name], its queries in one snapshot (PostgreSQL: a repeatable-read, read-only transaction)."""
+async def run_report(db: AsyncSession, name: str, filters: ReportFilters, window: timedelta,
+                     recount: bool = False) -> Report:
+    """REPORTS[name], its queries in one snapshot (PostgreSQL: a repeatable-read, read-only transaction).
+    `recount`: from the raw rows only, without the rollups (analytics/visitordays.py): the same figures, slower."""
     if db.bind.dialect.name == "postgresql":
         await db.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
-    return await REPORTS[name](db, filters, window)
+    return await REPORTS[name](db, filters, window, recount)
 
 
 __all__ = ["REPORTS", "DESCRIPTIONS", "Report", "ReportFilters", "FilterError", "UnknownFilter", "run_report",

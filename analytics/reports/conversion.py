@@ -6,9 +6,11 @@ Definitions (analytics/generator_truth.py's; attribution as in analytics/reports
 - `callers_converted`: callers with at least one conversion attributed to at least one of their calls in range.
 - `conversions_after_calls`: distinct conversions attributed to at least one call in range (once, however many of
   the visitor's calls it follows); `revenue_after_calls` the sum of their values, exact to the cent.
-- `non_callers`: distinct `visitor_id` with a page view in [lo, hi) on the site and no call in range on the site, in
-  any queue and channel (the queue and channel filters do not apply to them); without a site filter, any site.
-  `non_callers_converted`: those with a conversion on the site with `ts` in [lo, hi).
+- `non_callers`: visitors (a visitor id on a site: the id lives in the site's first-party storage) with a page view
+  in [lo, hi) on the site and no call in range on that site, in any queue and channel (the queue and channel filters
+  do not apply to them); without a site filter, those of every site. `non_callers_converted`: those with a
+  conversion on the site with `ts` in [lo, hi). Counted with the visitor-day rollup (`non_caller_figures`), or from
+  the page views themselves (`non_caller_recount`, what `recount=True` gives, to check the rollup against).
 - `orders_per_call` (this report's own): conversions_after_calls / calls_offered.
 - `time_to_purchase` (this report's own): for each conversion after calls, the time from the end of the latest
   call in range it is attributed to (the one just before it) to the purchase; median and average in seconds.
@@ -19,11 +21,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics import visitordays
 from analytics.reports.base import Report, attributions, calls_in, count_if, in_range, ratio, spread
 from analytics.reports.filters import Range
+from analytics.reports.sqltime import unindexed
 from talk.models import CallRecord, Conversion, PageEvent
 
 
@@ -42,14 +46,45 @@ async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dic
 
 
 async def non_caller_figures(db: AsyncSession, rng: Range) -> dict[str, int]:
+    """non_callers = seen − seen∧called, non_callers_converted = seen∧bought − seen∧bought∧called, for (site,
+    visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py), the three others by probing the
+    page views of the range's callers and buyers only (index ix_events_visitor_ts), never the range's page views."""
+    seen = None if rng.recount else await visitordays.visitors_seen(db, rng.lo, rng.hi, rng.site_id)
+    if seen is None:
+        return await non_caller_recount(db, rng)
     e, c, conv = PageEvent.__table__, CallRecord.__table__.alias("c"), Conversion.__table__
-    seen = select(e.c.visitor_id).where(e.c.ts >= rng.lo, e.c.ts < rng.hi)
+
+    def viewed(pairs):
+        return exists().where(e.c.visitor_id == pairs.c.visitor_id, e.c.ts >= rng.lo, e.c.ts < rng.hi,
+                              unindexed(e.c.site_id) == pairs.c.site_id)  # a probe of ix_events_visitor_ts
+
+    def called(pairs):
+        return exists().where(c.c.visitor_id == pairs.c.visitor_id, unindexed(c.c.site_id) == pairs.c.site_id,
+                              *in_range(rng, c, all_queues=True))  # a probe of ix_calls_visitor_id
+
+    callers = select(c.c.site_id, c.c.visitor_id).where(*in_range(rng, c, all_queues=True)).distinct().subquery()
+    seen_called = await db.scalar(select(count_if(viewed(callers))).select_from(callers))
+    bought = select(conv.c.site_id, conv.c.visitor_id).where(conv.c.ts >= rng.lo, conv.c.ts < rng.hi)
+    if rng.site_id is not None:
+        bought = bought.where(conv.c.site_id == rng.site_id)
+    buyers = bought.distinct().subquery()
+    seen_bought, seen_bought_called = (await db.execute(
+        select(count_if(viewed(buyers)), count_if(and_(viewed(buyers), called(buyers)))).select_from(buyers))).one()
+    return {"non_callers": seen - int(seen_called),
+            "non_callers_converted": int(seen_bought) - int(seen_bought_called)}
+
+
+async def non_caller_recount(db: AsyncSession, rng: Range) -> dict[str, int]:
+    """The same from the page views of the range themselves (the recount the rollup is checked against)."""
+    e, c, conv = PageEvent.__table__, CallRecord.__table__.alias("c"), Conversion.__table__
+    seen = select(e.c.site_id, e.c.visitor_id).where(e.c.ts >= rng.lo, e.c.ts < rng.hi)
     if rng.site_id is not None:
         seen = seen.where(e.c.site_id == rng.site_id)
     visitors = seen.distinct().subquery()
-    called = exists().where(c.c.visitor_id == visitors.c.visitor_id, *in_range(rng, c, all_queues=True))
-    bought = exists().where(conv.c.visitor_id == visitors.c.visitor_id, conv.c.ts >= rng.lo, conv.c.ts < rng.hi,
-                            *([conv.c.site_id == rng.site_id] if rng.site_id is not None else []))
+    called = exists().where(c.c.visitor_id == visitors.c.visitor_id, unindexed(c.c.site_id) == visitors.c.site_id,
+                            *in_range(rng, c, all_queues=True))
+    bought = exists().where(conv.c.visitor_id == visitors.c.visitor_id, unindexed(conv.c.site_id) == visitors.c.site_id,
+                            conv.c.ts >= rng.lo, conv.c.ts < rng.hi)
     non_callers = select(visitors.c.visitor_id, bought.label("bought")).where(~called).subquery()
     total, converted = (await db.execute(
         select(func.count(), count_if(non_callers.c.bought))

@@ -149,6 +149,8 @@ class Range:
     changes: tuple[tuple[datetime, int], ...] = field(default_factory=tuple)
     # The local date never goes backwards around the range: then "local date in range" is exactly lo <= ts < hi.
     monotonic: bool = True
+    # Count from the raw rows only, never from a rollup (the check that rollups equal a full recount).
+    recount: bool = False
 
     @property
     def channel(self) -> str | None:
@@ -180,7 +182,7 @@ class Range:
         return [date_of(n) for n in range(self.first_day, self.last_day + 1)]
 
 
-async def resolve(db: AsyncSession, filters: ReportFilters) -> Range:
+async def resolve(db: AsyncSession, filters: ReportFilters, recount: bool = False) -> Range:
     """Bounds and ids for the filters; UnknownFilter for a site key or queue name that does not exist."""
     lo, hi = bounds(filters.start, filters.end, filters.tz)
     site_id = None
@@ -199,7 +201,7 @@ async def resolve(db: AsyncSession, filters: ReportFilters) -> Range:
             raise UnknownFilter(f"queue: no queue named {filters.queue!r}{where}")
     offset0, changes = offset_segments(filters.tz, lo - SLACK - SAMPLE, hi + SLACK + SAMPLE)
     return Range(filters, lo, hi, day_number(filters.start), day_number(filters.end), site_id, queue_ids,
-                 offset0, tuple(changes), dates_monotonic(offset0, changes))
+                 offset0, tuple(changes), dates_monotonic(offset0, changes), recount)
 
 
 def dates_monotonic(offset0: int, changes: list[tuple[datetime, int]]) -> bool:

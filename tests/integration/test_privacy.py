@@ -126,8 +126,8 @@ async def test_privacy_forget_deletes_one_visitor_and_nobody_else(server, base_u
          str(settings.data_dir)], capture_output=True, text=True, timeout=60)  # the server keeps running (WAL)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("deleted 1 voicemails, 1 survey_answers, 1 calls, 3 events, 1 conversions, "
-                                     "1 endpoint_refusals")
+    assert result.stdout.strip() == ("deleted 1 voicemails, 1 survey_answers, 1 calls, 3 events, 1 visitor_days, "
+                                     "1 conversions, 1 endpoint_refusals")
     assert rows_about(settings, forgotten["visitor_id"]) == {"events": 0, "calls": 0, "survey_answers": 0,
                                                              "conversions": 0}
     assert not recordings["forgotten"].exists() and recordings["kept"].exists()
@@ -145,8 +145,8 @@ def test_forgetting_an_unknown_visitor_deletes_nothing(settings):
     result = subprocess.run([sys.executable, "-m", "talk.cli", "privacy", "forget", "v_nobody_like_this_0000",
                              "--data-dir", str(settings.data_dir)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("deleted 0 voicemails, 0 survey_answers, 0 calls, 0 events, 0 conversions, "
-                                     "0 endpoint_refusals")
+    assert result.stdout.strip() == ("deleted 0 voicemails, 0 survey_answers, 0 calls, 0 events, 0 visitor_days, "
+                                     "0 conversions, 0 endpoint_refusals")
     assert query(settings, "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM calls),"
                            " (SELECT COUNT(*) FROM conversions), (SELECT COUNT(*) FROM survey_answers)") == before
 
@@ -177,7 +177,8 @@ async def test_retention_deletes_what_is_older_than_the_limit_and_keeps_the_rest
     async with sessions() as db, db.begin():
         deleted = await enforce_retention(db, NOW, KEEP)
 
-    assert deleted == {"survey_answers": 1, "calls": 1, "events": 1, "conversions": 1, "endpoint_refusals": 0}
+    assert deleted == {"survey_answers": 1, "calls": 1, "events": 1, "visitor_days": 0, "conversions": 1,
+                       "endpoint_refusals": 0}  # (rows written with the ORM, not the event store: no visitor days)
     def left(sql: str) -> list[str]:
         return [row[0] for row in query(settings, sql)]
 

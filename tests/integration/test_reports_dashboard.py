@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from analytics import visitordays
 from analytics.generator import generate
 from analytics.reports import ReportFilters, run_report
 from analytics.reports.filters import MAX_LIMIT
@@ -104,6 +105,7 @@ async def fill(data_dir: Path, database_url: str = "") -> None:
         await generate(engine, VISITORS, end=END, seed=SEED)
         async with async_sessionmaker(engine, expire_on_commit=False)() as db, db.begin():
             await plant(db)
+            await visitordays.rebuild(db)  # the planted page views were written with the ORM
             await directory.create_account(db, ADMIN_EMAIL, "Ada Admin", "demo", Role.ADMIN)
     finally:
         await engine.dispose()

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from analytics import visitordays
 from analytics.reports import REPORTS, ReportFilters, call_timeline, run_report
 from analytics.sources import attribution_of
 from talk.apitokens import create_token
@@ -117,6 +118,7 @@ async def build(known: Known) -> None:
         b.view("v_d", "s_d", T + s(100), f"{ORIGIN}/demo/")
         b.buy("v_d", T + s(500), 10.0)
         b.call("c_e", "v_e", None, T + timedelta(days=2), answered=5, ended=50)
+        await visitordays.rebuild(db)  # page views written with the ORM, not through the event store
 
 
 async def known_ids(sessions) -> Known:

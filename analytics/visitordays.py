@@ -1,0 +1,247 @@
+"""Distinct visitors of any time range without reading the page views: the visitor-day rollup.
+
+The conversion reports compare callers with the visitors who did not call, so they need "how many visitors viewed a
+page on the site in [lo, hi)". Counted from `events` that is a distinct count over every page view of the range
+(10M rows for a year of a mid-size shop). Instead, `visitor_days` (talk/models.py) keeps one row per site, visitor
+and UTC day with a page view: that day's first and last page view, and the visitor's previous and next such day,
+and `visitor_day_counts` counts those rows by (site, day, prev_day). Then:
+
+- the visitors of the whole UTC days a..b are the rows with a <= day <= b whose previous day is before a (each
+  visitor is counted once, on their first day in the range): a sum over `visitor_day_counts`, at most one row per
+  pair of days;
+- a range in another time zone starts and ends inside UTC days: the part of day a-1 from `lo` on has a page view
+  of the visitor exactly when that day's `last_ts >= lo`, the part of day b+1 before `hi` when its `first_ts < hi`;
+  such a visitor is new to the count when their next (previous) day lies outside a..b, and one seen in both edges
+  and not in between is counted once. Two single-day lookups.
+
+Upkeep, in the transaction that writes the page views (analytics/eventstore.py): for each (site, visitor, day) the
+group touched, the row's first/last page view is recomputed from `events` (idempotent, whatever was a replay); a
+new row is written unlinked (`prev_day` NULL), and when there are such rows the visitors concerned get their rows
+relinked and their counts redone with window functions (once per visitor per day, not per page view). The bulk
+rebuild (the generator, the migration) is the same statements over every visitor. Privacy deletions relink too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from talk.models import UTCDateTime
+
+DAY = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NO_DAY = -1  # prev_day of a visitor's first day
+
+_UPSERT_DAY = """
+INSERT INTO visitor_days (site_id, visitor_id, day, first_ts, last_ts)
+SELECT site_id, visitor_id, :day, min(ts), max(ts) FROM events
+WHERE visitor_id = :visitor_id AND ts >= :lo AND ts < :hi AND site_id = :site_id
+GROUP BY site_id, visitor_id
+ON CONFLICT (site_id, visitor_id, day) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts
+"""
+_ANY_UNLINKED = "SELECT 1 FROM visitor_days WHERE prev_day IS NULL LIMIT 1"
+_AFFECTED = "(SELECT DISTINCT site_id, visitor_id FROM visitor_days WHERE prev_day IS NULL)"
+_ROWS_OF_AFFECTED = f"{_AFFECTED} AS u JOIN visitor_days AS d ON d.site_id = u.site_id AND d.visitor_id = u.visitor_id"
+_LINKED = f"""
+SELECT d.site_id, d.visitor_id, d.day, coalesce(lag(d.day) OVER byday, {NO_DAY}) AS prev_day,
+       lead(d.day) OVER byday AS next_day
+FROM {_ROWS_OF_AFFECTED}
+WINDOW byday AS (PARTITION BY d.site_id, d.visitor_id ORDER BY d.day)
+"""
+# In this order: take the affected visitors' linked rows out of the counts, count them as they will be linked,
+# then link them (which clears the "affected" mark the first two statements find them by).
+_RELINK = (
+    f"""UPDATE visitor_day_counts SET visitors = visitor_day_counts.visitors - old.n
+    FROM (SELECT d.site_id, d.day, d.prev_day, count(*) AS n FROM {_ROWS_OF_AFFECTED}
+          WHERE d.prev_day IS NOT NULL GROUP BY d.site_id, d.day, d.prev_day) AS old
+    WHERE visitor_day_counts.site_id = old.site_id AND visitor_day_counts.day = old.day
+      AND visitor_day_counts.prev_day = old.prev_day""",
+    f"""INSERT INTO visitor_day_counts (site_id, day, prev_day, visitors)
+    SELECT site_id, day, prev_day, count(*) FROM ({_LINKED}) AS linked WHERE true GROUP BY site_id, day, prev_day
+    ON CONFLICT (site_id, day, prev_day) DO UPDATE SET visitors = visitor_day_counts.visitors + excluded.visitors""",
+    f"""UPDATE visitor_days SET prev_day = linked.prev_day, next_day = linked.next_day
+    FROM ({_LINKED}) AS linked
+    WHERE visitor_days.site_id = linked.site_id AND visitor_days.visitor_id = linked.visitor_id
+      AND visitor_days.day = linked.day""",
+)
+_DAY_OF_TS = {
+    "sqlite": "CAST(strftime('%s', ts) AS INTEGER) / 86400",
+    "postgresql": "CAST(floor(EXTRACT(EPOCH FROM ts) / 86400) AS INTEGER)",
+}
+
+
+def day_of(ts: datetime) -> int:
+    """The UTC day number (days since 1970-01-01) of an aware datetime."""
+    return (ts - EPOCH) // DAY
+
+
+def start_of(day: int) -> datetime:
+    return EPOCH + day * DAY
+
+
+def touched_days(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
+    """The distinct (site_id, visitor_id, day) of page view rows, sorted."""
+    return sorted({(row["site_id"], row["visitor_id"], day_of(row["ts"])) for row in rows})
+
+
+# ------------------------------------------------------------------------------------------------ upkeep
+
+
+ROLLUP_LOCK = 0x74616C6B7664  # PostgreSQL advisory lock key of the rollup ("talkvd")
+
+
+async def lock_visitors(connection: AsyncConnection | AsyncSession, keys: list[tuple[int, str, int]]) -> None:
+    """PostgreSQL with several writers (nodes, or a privacy operation): a visitor's links are computed from what the
+    transaction sees, and under READ COMMITTED it does not see another transaction's uncommitted days of the same
+    visitor. So writers hold each of their visitors' advisory lock (taken in one order: no deadlock) and the rollup
+    lock shared; privacy operations take the rollup lock exclusively (`lock_rollup`)."""
+    await connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": ROLLUP_LOCK})
+    visitors = sorted({f"{site_id}:{visitor_id}" for site_id, visitor_id, _ in keys})
+    if visitors:
+        await connection.execute(text(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM "
+            "(SELECT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"),
+            {"keys": visitors})
+
+
+async def lock_rollup(db: AsyncSession) -> None:
+    if db.bind.dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROLLUP_LOCK})
+
+
+
+_SQLITE_TS = UTCDateTime().dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
+
+
+def _key_parameters(key: tuple[int, str, int], ts=lambda value: value) -> dict[str, Any]:
+    site_id, visitor_id, day = key
+    return {"site_id": site_id, "visitor_id": visitor_id, "day": day, "lo": ts(start_of(day)),
+            "hi": ts(start_of(day + 1))}
+
+
+def upkeep_sqlite(connection: sqlite3.Connection, keys: list[tuple[int, str, int]]) -> None:
+    """In the caller's transaction on a raw sqlite3 connection (the event store's own)."""
+    connection.executemany(_UPSERT_DAY, [_key_parameters(key, _SQLITE_TS) for key in keys])
+    if connection.execute(_ANY_UNLINKED).fetchone() is not None:
+        for statement in _RELINK:
+            connection.execute(statement)
+
+
+_UPSERT_DAY_STATEMENT = text(_UPSERT_DAY).bindparams(
+    bindparam("day", type_=Integer), bindparam("site_id", type_=Integer),
+    bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime))
+
+
+async def upkeep(connection: AsyncConnection | AsyncSession, keys: list[tuple[int, str, int]]) -> None:
+    """In the caller's transaction, through SQLAlchemy (PostgreSQL, or SQLite in tests and privacy operations)."""
+    if keys:
+        await connection.execute(_UPSERT_DAY_STATEMENT, [_key_parameters(key) for key in keys])
+    await relink(connection)
+
+
+async def relink(connection: AsyncConnection | AsyncSession) -> None:
+    if (await connection.execute(text(_ANY_UNLINKED))).first() is not None:
+        for statement in _RELINK:
+            await connection.execute(text(statement))
+
+
+def _fill(dialect: str, where: str = "true") -> str:
+    day = _DAY_OF_TS[dialect]
+    return f"""INSERT INTO visitor_days (site_id, visitor_id, day, first_ts, last_ts)
+    SELECT site_id, visitor_id, {day}, min(ts), max(ts) FROM events WHERE {where} GROUP BY site_id, visitor_id, {day}
+    ON CONFLICT (site_id, visitor_id, day) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts"""
+
+
+def rebuild_statements(dialect: str) -> list[str]:
+    """Every visitor-day from `events` (new rows unlinked, existing ones with first/last recomputed), then linked."""
+    return [_fill(dialect), *_RELINK]
+
+
+async def rebuild(db: AsyncSession) -> None:
+    """The rollup of every page view stored (for page views written around the event store, e.g. by tests)."""
+    await db.flush()
+    for statement in rebuild_statements(db.bind.dialect.name):
+        await db.execute(text(statement))
+
+
+async def forget_visitor(db: AsyncSession, visitor_id: str) -> int:
+    """Delete the visitor's rows and take them out of the counts (privacy.forget_visitor)."""
+    await db.execute(text(
+        """UPDATE visitor_day_counts SET visitors = visitor_day_counts.visitors - old.n
+        FROM (SELECT site_id, day, prev_day, count(*) AS n FROM visitor_days
+              WHERE visitor_id = :visitor_id AND prev_day IS NOT NULL GROUP BY site_id, day, prev_day) AS old
+        WHERE visitor_day_counts.site_id = old.site_id AND visitor_day_counts.day = old.day
+          AND visitor_day_counts.prev_day = old.prev_day"""), {"visitor_id": visitor_id})
+    result = await db.execute(text("DELETE FROM visitor_days WHERE visitor_id = :visitor_id"),
+                              {"visitor_id": visitor_id})
+    return result.rowcount
+
+
+async def drop_before(db: AsyncSession, cutoff: datetime) -> int:
+    """Retention: the page views before `cutoff` were deleted. The visitors with a day up to the cutoff's are taken
+    out of the counts and marked, their days before the cutoff's deleted, the cutoff's day refilled from what is
+    left of it, and they are relinked and counted again."""
+    day = day_of(cutoff)
+    params = {"day": day}
+    old = "(SELECT DISTINCT site_id, visitor_id FROM visitor_days WHERE day <= :day)"
+    rows_of_old = f"{old} AS u JOIN visitor_days AS d ON d.site_id = u.site_id AND d.visitor_id = u.visitor_id"
+    await db.execute(text(
+        f"""UPDATE visitor_day_counts SET visitors = visitor_day_counts.visitors - old.n
+        FROM (SELECT d.site_id, d.day, d.prev_day, count(*) AS n FROM {rows_of_old}
+              WHERE d.prev_day IS NOT NULL GROUP BY d.site_id, d.day, d.prev_day) AS old
+        WHERE visitor_day_counts.site_id = old.site_id AND visitor_day_counts.day = old.day
+          AND visitor_day_counts.prev_day = old.prev_day"""), params)
+    await db.execute(text(
+        f"""UPDATE visitor_days SET prev_day = NULL
+        WHERE EXISTS (SELECT 1 FROM visitor_days AS o WHERE o.site_id = visitor_days.site_id
+                      AND o.visitor_id = visitor_days.visitor_id AND o.day <= :day)"""), params)
+    dropped = (await db.execute(text("DELETE FROM visitor_days WHERE day <= :day"), params)).rowcount
+    await db.execute(text(_fill(db.bind.dialect.name, "ts >= :lo AND ts < :hi")).bindparams(
+        bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime)),
+        {"lo": start_of(day), "hi": start_of(day + 1)})
+    for statement in _RELINK[1:]:  # counted out above already
+        await db.execute(text(statement))
+    await db.execute(text("DELETE FROM visitor_day_counts WHERE visitors = 0"))
+    return dropped
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+async def visitors_seen(db: AsyncSession, lo: datetime, hi: datetime, site_id: int | None) -> int | None:
+    """Distinct (site, visitor) with a page view in [lo, hi) on the site (any site: the sum over sites). None when
+    the range lies inside one UTC day without touching either end (the caller counts page views instead)."""
+    a = day_of(lo) if lo == start_of(day_of(lo)) else day_of(lo) + 1  # the whole days are a..b
+    b = day_of(hi) - 1
+    head, tail = lo < start_of(a), hi > start_of(b + 1)  # a tail of day a-1, a head of day b+1
+    if head and tail and a - 1 == b + 1:
+        return None
+    on_site = "" if site_id is None else " AND site_id = :site_id"
+    params = {"a": a, "b": b, "lo": lo, "hi": hi, "site_id": site_id}
+    typed = [bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime)]
+
+    async def number(sql: str) -> int:
+        statement = text(sql)
+        used = {name: value for name, value in params.items() if f":{name}" in sql}
+        statement = statement.bindparams(*(p for p in typed if p.key in used))
+        return int(await db.scalar(statement, used) or 0)
+
+    total = await number("SELECT coalesce(sum(visitors), 0) FROM visitor_day_counts "
+                         f"WHERE day >= :a AND day <= :b AND prev_day < :a{on_site}")
+    if head:
+        total += await number(f"SELECT count(*) FROM visitor_days WHERE day = :a - 1 AND last_ts >= :lo{on_site} "
+                              "AND (next_day IS NULL OR next_day > :b)")
+    if tail:
+        total += await number(f"SELECT count(*) FROM visitor_days WHERE day = :b + 1 AND first_ts < :hi{on_site} "
+                              "AND prev_day < :a")
+    if head and tail:
+        total -= await number(
+            "SELECT count(*) FROM visitor_days AS x JOIN visitor_days AS y ON y.site_id = x.site_id "
+            "AND y.visitor_id = x.visitor_id AND y.day = x.next_day WHERE x.day = :a - 1 AND x.last_ts >= :lo "
+            f"AND x.next_day = :b + 1 AND y.first_ts < :hi{'' if site_id is None else ' AND x.site_id = :site_id'}")
+    return total
