@@ -27,11 +27,13 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, text
+from sqlalchemy import Integer, and_, bindparam, exists, or_, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from talk.models import UTCDateTime
+from sqlalchemy.sql import ColumnElement
+
+from talk.models import UTCDateTime, VisitorDay
 
 DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -213,12 +215,31 @@ async def drop_before(db: AsyncSession, cutoff: datetime) -> int:
 # ------------------------------------------------------------------------------------------------ reading
 
 
+def _whole_days(lo: datetime, hi: datetime) -> tuple[int, int, bool, bool]:
+    """[lo, hi) as the whole UTC days a..b, whether it also has a tail of day a-1 and a head of day b+1."""
+    a = day_of(lo) if lo == start_of(day_of(lo)) else day_of(lo) + 1
+    b = day_of(hi) - 1
+    return a, b, lo < start_of(a), hi > start_of(b + 1)
+
+
+def viewed_between(site_id, visitor_id, lo: datetime, hi: datetime) -> ColumnElement[bool] | None:
+    """SQL: the (site, visitor) columns have a page view in [lo, hi), by a primary-key probe of `visitor_days` (far
+    smaller than `events`' visitor index); None when [lo, hi) lies inside one UTC day without touching either end.
+    Without a head or tail the edge terms are false by themselves (no row of day a-1 has last_ts >= the start of
+    day a), so no case needs its own SQL."""
+    a, b, head, tail = _whole_days(lo, hi)
+    if head and tail and a - 1 == b + 1:
+        return None
+    d = VisitorDay.__table__
+    return exists().where(d.c.site_id == site_id, d.c.visitor_id == visitor_id, d.c.day.between(a - 1, b + 1),
+                          or_(d.c.day.between(a, b), and_(d.c.day == a - 1, d.c.last_ts >= lo),
+                              and_(d.c.day == b + 1, d.c.first_ts < hi)))
+
+
 async def visitors_seen(db: AsyncSession, lo: datetime, hi: datetime, site_id: int | None) -> int | None:
     """Distinct (site, visitor) with a page view in [lo, hi) on the site (any site: the sum over sites). None when
     the range lies inside one UTC day without touching either end (the caller counts page views instead)."""
-    a = day_of(lo) if lo == start_of(day_of(lo)) else day_of(lo) + 1  # the whole days are a..b
-    b = day_of(hi) - 1
-    head, tail = lo < start_of(a), hi > start_of(b + 1)  # a tail of day a-1, a head of day b+1
+    a, b, head, tail = _whole_days(lo, hi)
     if head and tail and a - 1 == b + 1:
         return None
     on_site = "" if site_id is None else " AND site_id = :site_id"

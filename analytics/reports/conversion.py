@@ -48,15 +48,14 @@ async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dic
 async def non_caller_figures(db: AsyncSession, rng: Range) -> dict[str, int]:
     """non_callers = seen − seen∧called, non_callers_converted = seen∧bought − seen∧bought∧called, for (site,
     visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py), the three others by probing the
-    page views of the range's callers and buyers only (index ix_events_visitor_ts), never the range's page views."""
+    rollup for the range's callers and buyers only, never reading the range's page views."""
     seen = None if rng.recount else await visitordays.visitors_seen(db, rng.lo, rng.hi, rng.site_id)
     if seen is None:
         return await non_caller_recount(db, rng)
-    e, c, conv = PageEvent.__table__, CallRecord.__table__.alias("c"), Conversion.__table__
+    c, conv = CallRecord.__table__.alias("c"), Conversion.__table__
 
     def viewed(pairs):
-        return exists().where(e.c.visitor_id == pairs.c.visitor_id, e.c.ts >= rng.lo, e.c.ts < rng.hi,
-                              unindexed(e.c.site_id) == pairs.c.site_id)  # a probe of ix_events_visitor_ts
+        return visitordays.viewed_between(pairs.c.site_id, pairs.c.visitor_id, rng.lo, rng.hi)
 
     def called(pairs):
         return exists().where(c.c.visitor_id == pairs.c.visitor_id, unindexed(c.c.site_id) == pairs.c.site_id,
