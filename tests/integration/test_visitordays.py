@@ -5,6 +5,7 @@ local day, daylight saving days), and again after a visitor is forgotten and aft
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import date, datetime, timedelta, timezone
 
@@ -128,6 +129,35 @@ async def test_the_rollup_equals_a_recount_on_sqlite(tmp_path):
 
 async def test_the_rollup_equals_a_recount_on_postgresql(pg_database):
     await exercise(pg_database)
+
+
+async def test_concurrent_writers_keep_the_rollup_exact_on_postgresql(pg_database):
+    """Two nodes' event writers (two engines, so two connections and transactions) writing the same visitors'
+    days at once: the visitors' advisory locks serialize their upkeep (without them, each transaction links its
+    visitor's new day without seeing the other's, and the links and counts go wrong)."""
+    await upgrade_schema_async(pg_database)
+    engines = [create_engine(pg_database) for _ in range(2)]
+    sessions = async_sessionmaker(engines[0], expire_on_commit=False)
+    try:
+        async with sessions() as db, db.begin():
+            db.add(Site(key="shop-a", name="shop-a", secret_key="k" * 40, allowed_origins=[], created_at=START))
+        async with sessions() as db:
+            site_id = await db.scalar(select(Site.id))
+        rows = page_views(random.Random(11), [site_id])
+        stores = [event_store(engine) for engine in engines]
+
+        async def node(store, mine: list[dict]) -> None:
+            for at in range(0, len(mine), 5):
+                await store.write_group([mine[at:at + 5]])
+
+        await asyncio.gather(*(node(store, rows[n::2]) for n, store in enumerate(stores)))
+        async with sessions() as db:
+            await check_links_and_counts(db)
+            lo, hi = START, START + timedelta(days=DAYS)
+            assert await visitordays.visitors_seen(db, lo, hi, None) == await recount(db, lo, hi, None)
+    finally:
+        for engine in engines:
+            await engine.dispose()
 
 
 @pytest.mark.parametrize("ts, day", [(datetime(1970, 1, 1, tzinfo=timezone.utc), 0),
