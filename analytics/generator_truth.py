@@ -34,7 +34,8 @@ Definitions. A summary is asked for a date range `start_date`..`end_date` (both 
   exact to the cent, as a float rounded to 2 decimals.
 - `conversion_rate_callers`: callers_converted / callers.
 - `non_callers`: distinct `visitor_id` with at least one page view (`events`) in range on the site and no call in
-  range on the site in any queue and channel (the queue and channel filters do not apply to non-callers).
+  range on the site in any queue and channel (the queue and channel filters do not apply to non-callers). Visitors
+  are per site (the reports add up the sites' non-callers); the generated data has one site.
 - `non_callers_converted`: non-callers with at least one conversion on the site with `ts` in range.
   `conversion_rate_non_callers`: non_callers_converted / non_callers.
 - `survey_responses`: rows of `survey_answers` whose call is a call in range; `survey_rating_sum` the sum of their
