@@ -96,14 +96,20 @@ def _generic(element, compiler, **kw) -> str:
 
 # ----- SQLite -----
 
+def _sqlite_seconds(ts: str) -> str:
+    # Of the text without its fraction: strftime reads the fraction too and rounds the time to the millisecond, so
+    # from .9995 s on it would give the next second.
+    return f"CAST(strftime('%s', substr({ts}, 1, 19)) AS INTEGER)"
+
+
 def _sqlite_us(ts: str) -> str:
-    return f"(CAST(strftime('%s', {ts}) AS INTEGER) * 1000000 + CAST(substr({ts}, 21, 6) AS INTEGER))"
+    return f"({_sqlite_seconds(ts)} * 1000000 + CAST(substr({ts}, 21, 6) AS INTEGER))"
 
 
 @compiles(epoch_seconds, "sqlite")
 def _epoch_seconds_sqlite(element, compiler, **kw) -> str:
     (ts,) = _args(element, compiler, **kw)
-    return f"CAST(strftime('%s', {ts}) AS INTEGER)"
+    return _sqlite_seconds(ts)
 
 
 @compiles(epoch_us, "sqlite")
@@ -115,6 +121,10 @@ def _epoch_us_sqlite(element, compiler, **kw) -> str:
 @compiles(plus, "sqlite")
 def _plus_sqlite(element, compiler, **kw) -> str:
     ts, us = _args(element, compiler, **kw)
+    if int(us) % 1000000 == 0:
+        # Whole seconds (attribution windows): the fraction stays as it is; about 3x cheaper than the general case,
+        # which matters in joins that compute it once per call.
+        return f"(datetime(substr({ts}, 1, 19), '{int(us) // 1000000:+d} seconds') || substr({ts}, 20))"
     total = f"({_sqlite_us(ts)} + {us})"
     # Back to the storage format; the modulo is never negative for instants after 1970.
     return (f"(strftime('%Y-%m-%d %H:%M:%S', {total} / 1000000, 'unixepoch') || '.' || "

@@ -109,9 +109,24 @@ def test_dialect_constructs_render_on_both_engines():
     statement = select(epoch_seconds(ts), epoch_us(ts), later(ts, timedelta(days=7, microseconds=1)),
                        position(text, "x"), binary(text), unindexed(text))
     lite = str(statement.compile(dialect=sqlite.dialect()))
-    assert "strftime('%s', ts)" in lite and "604800000001" in lite and "instr(url" in lite
+    assert "strftime('%s', substr(ts, 1, 19))" in lite and "604800000001" in lite and "instr(url" in lite
     assert "COLLATE BINARY" in lite and "+url" in lite
     pg = str(statement.compile(dialect=postgresql.asyncpg.dialect()))
     assert "EXTRACT(EPOCH FROM ts)" in pg and "INTERVAL '1 microsecond'" in pg and "strpos(url" in pg
     assert 'COLLATE "C"' in pg
     assert "epoch_seconds(ts)" in str(statement)  # readable in logs
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 499_999, 999_499, 999_500, 999_999])
+def test_sqlite_constructs_are_exact_to_the_microsecond(fraction):
+    """SQLite's strftime rounds to the millisecond: from .9995 s on that is the next second, which must not show."""
+    import sqlite3
+
+    ts = column("ts", UTCDateTime())
+    deltas = (timedelta(days=7), timedelta(days=7, microseconds=1), timedelta(seconds=-1))
+    statement = select(epoch_seconds(ts), epoch_us(ts), *(later(ts, delta) for delta in deltas))
+    sql = f"{statement.compile(dialect=sqlite.dialect())} FROM (SELECT ? AS ts)"
+    at = datetime(2026, 12, 31, 23, 59, 59, fraction, tzinfo=timezone.utc)
+    row = sqlite3.connect(":memory:").execute(sql, (at.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchone()
+    us = to_us(at)
+    assert row == (us // 1_000_000, us, *((at + delta).strftime("%Y-%m-%d %H:%M:%S.%f") for delta in deltas))
