@@ -4,7 +4,8 @@ A call's source is its session's, as the call API and the console show it (analy
 the first page view of the call's session, classified by analytics.sources.classify_source (paid, campaign, search,
 social, referral, direct). A call without consent has no journey: kind `no_consent`; a call with consent whose
 session has no page view on record: kind `unknown`. The classification is Python's, so the SQL fetches one row per
-call in range (bounded by the calls, never by the page views) and the grouping happens here.
+call in range and conversion attributed to it (bounded by the calls, never by the page views) and the grouping
+happens here.
 
 - `sources`: by (kind, source): `calls`, `callers` (distinct visitors), `calls_converted` (calls with a conversion
   attributed), `conversion_rate` (calls_converted / calls), `conversions` (distinct conversions attributed to the
@@ -18,18 +19,19 @@ Both: the `limit` groups with the most calls, ties by kind/source (or source, me
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.base import Report, attributions, calls_in, ratio
+from analytics.reports.base import Report, attributed_to, calls_in, cents, ratio
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import unindexed
 from analytics.sources import classify_source
-from talk.models import PageEvent
+from talk.models import Conversion, PageEvent
 
 GROUP_COLUMNS = ("calls", "callers", "calls_converted", "conversion_rate", "conversions", "revenue")
 
@@ -41,45 +43,72 @@ class _Group:
     converted: int = 0
     conversions: dict = field(default_factory=dict)  # conversion id -> cents
 
-    def add(self, visitor_id: str, converted: bool, bought: list[tuple[int, int]]) -> None:
-        self.calls += 1
-        self.callers.add(visitor_id)
-        self.converted += converted
-        self.conversions.update(bought)
-
     def figures(self) -> tuple:
         return (self.calls, len(self.callers), self.converted, ratio(self.converted, self.calls),
                 len(self.conversions), money(sum(self.conversions.values())))
 
 
-async def _entries(db: AsyncSession, rng: Range, window: timedelta):
-    """Per call in range: visitor, converted, its attributed conversions and its session's first page view."""
+def _first_view(db: AsyncSession, calls, columns: list[str]):
+    """`columns` of the call's session's first page view (by ts, then id) as a selectable to outer-join to `calls`,
+    and the ON clause. One index probe per call (ix_events_session_ts) rather than joining every view of the
+    sessions: on PostgreSQL a LATERAL subquery (a join `ON id = (subquery)` is planned as a hash join over all page
+    views), on SQLite, which has no LATERAL, that join by id (a rowid lookup)."""
+    e, f = PageEvent.__table__, PageEvent.__table__.alias("session_view")
+    first = (select(*(f.c[name] for name in columns))
+             .where(calls.c.has_journey.is_(True), unindexed(f.c.site_id) == calls.c.site_id,
+                    f.c.session_id == calls.c.session_id)
+             .order_by(f.c.ts, f.c.id).limit(1))
+    if db.bind.dialect.name == "postgresql":
+        return first.lateral("first_view"), true()
+    return e, e.c.id == first.with_only_columns(f.c.id).scalar_subquery()
+
+
+def _calls_viewed(db: AsyncSession, rng: Range, window: timedelta, *inputs: str):
+    """The calls in range with `inputs` (columns of `calls` or of the first page view, by name: None without one)
+    and the conversions attributed to them: rows (call id, visitor id, *inputs, conversion id, cents), one per call
+    and conversion (conversion id NULL for a call without). Also the first view's selectable, for WHERE terms."""
     calls = calls_in(rng, window)
-    e = PageEvent.__table__
-    in_session = and_(unindexed(e.c.site_id) == calls.c.site_id, e.c.session_id == calls.c.session_id)
-    views = (
-        select(calls.c.id, calls.c.visitor_id, calls.c.has_journey, calls.c.converted, e.c.url, e.c.referrer,
-               e.c.utm_source, e.c.utm_medium, e.c.utm_campaign, e.c.click_id_type,
-               func.row_number().over(partition_by=calls.c.id, order_by=(e.c.ts, e.c.id)).label("nth"))
-        .select_from(calls).outerjoin(e, in_session)
-        .subquery()
+    view, on = _first_view(db, calls, [name for name in inputs if name not in calls.c])
+    conv = Conversion.__table__
+    columns = [calls.c[name] if name in calls.c else view.c[name] for name in inputs]
+    statement = (
+        select(calls.c.id, calls.c.visitor_id, *columns, conv.c.id, cents(conv.c.value))
+        .select_from(calls).outerjoin(view, on).outerjoin(conv, attributed_to(conv, calls, window))
     )
-    rows = (await db.execute(select(views).where(views.c.nth == 1))).all()  # the session's first page view
-    pairs = attributions(calls, window)
-    bought: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for call_id, conversion_id, amount in await db.execute(select(pairs.c.call_id, pairs.c.conversion_id,
-                                                                   pairs.c.cents)):
-        bought[call_id].append((int(conversion_id), int(amount)))
-    return rows, bought
+    return statement, view
 
 
-def _source(row) -> tuple[str, str | None]:
-    if not row.has_journey:
+async def _groups(db: AsyncSession, statement, key: Callable[..., tuple]) -> dict[tuple, _Group]:
+    """The calls of `statement` (from _calls_viewed) grouped by key(*inputs), called once per distinct inputs."""
+    groups: dict[tuple, _Group] = defaultdict(_Group)
+    of_inputs: dict[tuple, _Group] = {}  # sessions often start alike: classify each kind of start once
+    of_call: dict[str, _Group] = {}
+    converted: set[str] = set()  # calls with a conversion attributed
+    for call_id, visitor_id, *inputs, conversion_id, amount in (await db.execute(statement)).all():
+        group = of_call.get(call_id)
+        if group is None:
+            inputs = tuple(inputs)
+            group = of_inputs.get(inputs)
+            if group is None:
+                group = of_inputs[inputs] = groups[key(*inputs)]
+            of_call[call_id] = group
+            group.calls += 1
+            group.callers.add(visitor_id)
+        if conversion_id is not None:
+            if call_id not in converted:
+                converted.add(call_id)
+                group.converted += 1
+            group.conversions[conversion_id] = int(amount)
+    return groups
+
+
+def _source(has_journey: bool, url: str | None, referrer: str | None, utm_source: str | None,
+            utm_medium: str | None, click_id_type: str | None) -> tuple[str, str | None]:
+    if not has_journey:
         return "no_consent", None
-    if row.url is None:
+    if url is None:
         return "unknown", None
-    utm = {"source": row.utm_source, "medium": row.utm_medium, "campaign": row.utm_campaign}
-    found = classify_source(row.url, row.referrer, utm, row.click_id_type)
+    found = classify_source(url, referrer, {"source": utm_source, "medium": utm_medium}, click_id_type)
     return found["kind"], found["source"]
 
 
@@ -92,19 +121,16 @@ def _top(groups: dict[tuple, _Group], limit: int) -> list[tuple]:
 
 
 async def sources(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    rows, bought = await _entries(db, rng, window)
-    groups: dict[tuple, _Group] = defaultdict(_Group)
-    for row in rows:
-        groups[_source(row)].add(row.visitor_id, bool(row.converted), bought.get(row.id, []))
+    # What classify_source reads (the campaign only goes into its result, not into kind or source).
+    statement, _ = _calls_viewed(db, rng, window, "has_journey", "url", "referrer", "utm_source", "utm_medium",
+                                 "click_id_type")
+    groups = await _groups(db, statement, _source)
     return Report("sources", ("kind", "source", *GROUP_COLUMNS), _top(groups, rng.limit))
 
 
 async def campaigns(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    rows, bought = await _entries(db, rng, window)
-    groups: dict[tuple, _Group] = defaultdict(_Group)
-    for row in rows:
-        if row.has_journey and row.utm_campaign is not None:
-            key = (row.utm_source, row.utm_medium, row.utm_campaign)
-            groups[key].add(row.visitor_id, bool(row.converted), bought.get(row.id, []))
+    statement, view = _calls_viewed(db, rng, window, "utm_source", "utm_medium", "utm_campaign")
+    statement = statement.where(view.c.utm_campaign.is_not(None))  # (never without consent: no view joined)
+    groups = await _groups(db, statement, lambda *utm: utm)
     return Report("campaigns", ("utm_source", "utm_medium", "utm_campaign", *GROUP_COLUMNS),
                   _top(groups, rng.limit))
