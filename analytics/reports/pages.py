@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, desc, exists, func, literal, select
+from sqlalchemy import and_, case, desc, exists, func, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import Report, attributions, calls_in, count_if, ratio
@@ -42,16 +42,38 @@ def _own_landing_view(event, calls):
     return position(event.c.url, literal(TALK_CALL) + calls.c.id) > 0
 
 
-async def _pages(db: AsyncSession, rng: Range, calls, event, on, name: str) -> Report:
-    views = func.count(event.c.id.distinct()).label("views")
-    calls_count = func.count(calls.c.id.distinct()).label("calls")
+def _views(db: AsyncSession, conditions: list) -> tuple:
+    """The page views matching `conditions` (terms on the call too) as a selectable to join to the calls, and the ON
+    clause: looked up by index once per call. On PostgreSQL a LATERAL subquery: over a long range its planner would
+    rather hash-join every page view (many times slower: a call has a handful); OFFSET 0 keeps it from flattening
+    the subquery back into that join. SQLite joins by nested loops anyway."""
+    e = PageEvent.__table__
+    if db.bind.dialect.name == "postgresql":
+        return select(e.c.id, e.c.path).where(*conditions).offset(0).lateral("views"), true()
+    return e, and_(*conditions)
+
+
+def _journeys(rng: Range, window: timedelta):
+    """The calls in range made with consent. OFFSET 0 keeps both engines from merging this subquery into the join
+    with the page views, which would evaluate `converted` (an EXISTS) once per page view joined, not once per call."""
+    calls = calls_in(rng, window)
+    return (select(calls.c.id, calls.c.site_id, calls.c.session_id, calls.c.visitor_id, calls.c.created_at,
+                   calls.c.ended_at, calls.c.converted)
+            .where(calls.c.has_journey.is_(True)).offset(0).subquery("journeys"))
+
+
+async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, name: str) -> Report:
+    """The report on the page views matching(events, calls) of the calls in range made with consent."""
+    calls = _journeys(rng, window)
+    view, on = _views(db, matching(PageEvent.__table__, calls))
     statement = (
-        select(event.c.path, views, calls_count, func.count(calls.c.visitor_id.distinct()).label("callers"),
+        select(view.c.path, func.count(view.c.id.distinct()).label("views"),
+               func.count(calls.c.id.distinct()).label("calls"),
+               func.count(calls.c.visitor_id.distinct()).label("callers"),
                func.count(case((calls.c.converted == 1, calls.c.id)).distinct()).label("calls_converted"))
-        .select_from(calls).join(event, on)
-        .where(calls.c.has_journey.is_(True))
-        .group_by(event.c.path)
-        .order_by(desc("calls"), desc("views"), binary(event.c.path))
+        .select_from(calls).join(view, on)
+        .group_by(view.c.path)
+        .order_by(desc("calls"), desc("views"), binary(view.c.path))
         .limit(rng.limit)
     )
     rows = [(r.path, int(r.views), int(r.calls), int(r.callers), int(r.calls_converted),
@@ -60,19 +82,19 @@ async def _pages(db: AsyncSession, rng: Range, calls, event, on, name: str) -> R
 
 
 async def pages_before(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    calls = calls_in(rng, window)
-    e = PageEvent.__table__
-    on = and_(unindexed(e.c.site_id) == calls.c.site_id, e.c.session_id == calls.c.session_id,
-              e.c.ts <= calls.c.created_at)
-    return await _pages(db, rng, calls, e, on, "pages_before")
+    def before(e, calls) -> list:
+        return [unindexed(e.c.site_id) == calls.c.site_id, e.c.session_id == calls.c.session_id,
+                e.c.ts <= calls.c.created_at]
+
+    return await _pages(db, rng, window, before, "pages_before")
 
 
 async def pages_after(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    calls = calls_in(rng, window)
-    e = PageEvent.__table__
-    on = and_(unindexed(e.c.site_id) == calls.c.site_id, e.c.visitor_id == calls.c.visitor_id,
-              e.c.ts > calls.c.ended_at, e.c.ts <= later(calls.c.ended_at, window), ~_own_landing_view(e, calls))
-    return await _pages(db, rng, calls, e, on, "pages_after")
+    def after(e, calls) -> list:
+        return [unindexed(e.c.site_id) == calls.c.site_id, e.c.visitor_id == calls.c.visitor_id,
+                e.c.ts > calls.c.ended_at, e.c.ts <= later(calls.c.ended_at, window), ~_own_landing_view(e, calls)]
+
+    return await _pages(db, rng, window, after, "pages_after")
 
 
 LANDING_COLUMNS = (
