@@ -56,11 +56,13 @@ class SqlAlchemyEventStore:
         rows = [row for request in requests for row in request]
         days = visitordays.touched_days(rows)
         async with self._engine.begin() as connection:
-            if self._engine.dialect.name == "postgresql":
-                await visitordays.lock_visitors(connection, days)
-            result = await connection.execute(self._statement, rows)
+            result = await connection.execute(self._statement, rows)  # (which begins the transaction)
             inserted = {(r.site_id, r.event_id) for r in result}
-            await visitordays.upkeep(connection, days)
+            if self._engine.dialect.name == "postgresql":
+                raw = await connection.get_raw_connection()
+                await visitordays.upkeep_asyncpg(raw.driver_connection, days)
+            else:
+                await visitordays.upkeep(connection, days)
         counts = []
         for request in requests:
             new = 0
