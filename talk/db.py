@@ -42,7 +42,9 @@ def create_engine(database_url: str) -> AsyncEngine:
     if database_url.startswith("postgresql+asyncpg"):
         # PostgreSQL's JIT compiles any query its planner costs above jit_above_cost: the report queries (index
         # probes per call, tens of milliseconds) paid 20-30 ms of compilation each and ran no faster for it.
-        options["connect_args"] = {"server_settings": {"jit": "off"}}
+        # asyncpg prepares every statement, and after five runs PostgreSQL may switch a prepared statement to a
+        # generic plan, blind to the range's size: one report went from 0.2 s to 4-11 s on its sixth run.
+        options["connect_args"] = {"server_settings": {"jit": "off", "plan_cache_mode": "force_custom_plan"}}
     engine = create_async_engine(database_url, pool_pre_ping=not database_url.startswith("sqlite"), **options)
     if database_url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
