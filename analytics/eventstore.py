@@ -54,15 +54,15 @@ class SqlAlchemyEventStore:
 
     async def write_group(self, requests: list[Rows]) -> list[int]:
         rows = [row for request in requests for row in request]
-        days = visitordays.touched_days(rows)
         async with self._engine.begin() as connection:
             result = await connection.execute(self._statement, rows)  # (which begins the transaction)
             inserted = {(r.site_id, r.event_id) for r in result}
+            spans = visitordays.day_spans(visitordays.first_of_each(rows, inserted))
             if self._engine.dialect.name == "postgresql":
                 raw = await connection.get_raw_connection()
-                await visitordays.upkeep_asyncpg(raw.driver_connection, days)
+                await visitordays.upkeep_asyncpg(raw.driver_connection, spans)
             else:
-                await visitordays.upkeep(connection, days)
+                await visitordays.upkeep(connection, spans)
         counts = []
         for request in requests:
             new = 0
@@ -102,24 +102,40 @@ class SqliteEventStore:
     async def write_group(self, requests: list[Rows]) -> list[int]:
         # Parameters are built here, on the loop, so the thread holds the GIL only for sqlite3's own work.
         parameters = [[self._parameters(row) for row in request] for request in requests]
-        days = visitordays.touched_days([row for request in requests for row in request])
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, parameters, days)
+        rows = [row for request in requests for row in request]
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, parameters, rows)
 
-    def _write(self, requests: list[list[tuple]], days: list[tuple[int, str, int]]) -> list[int]:
+    def _write(self, requests: list[list[tuple]], rows: Rows) -> list[int]:
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
+            stored = self._stored_ids(connection, rows)  # before the insert: what it adds is the rest
             counts = []
             for parameters in requests:
                 cursor = connection.executemany(self._sql, parameters)
                 counts.append(cursor.rowcount)  # rows inserted; ids already stored (or earlier in the group) skip
-            visitordays.upkeep_sqlite(connection, days)
+            fresh = {(row["site_id"], row["event_id"]) for row in rows} - stored
+            visitordays.upkeep_sqlite(connection, visitordays.day_spans(visitordays.first_of_each(rows, fresh)))
             connection.execute("COMMIT")
             return counts
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _stored_ids(connection: sqlite3.Connection, rows: Rows) -> set[tuple[int, str]]:
+        """Which of the rows' (site_id, event_id) are stored already (one lookup per site, by the unique index)."""
+        by_site: dict[int, set[str]] = {}
+        for row in rows:
+            by_site.setdefault(row["site_id"], set()).add(row["event_id"])
+        stored = set()
+        for site_id, ids in by_site.items():
+            marks = ", ".join("?" * len(ids))
+            found = connection.execute(f"SELECT event_id FROM {PageEvent.__tablename__} WHERE site_id = ? AND "
+                                       f"event_id IN ({marks})", (site_id, *ids))
+            stored.update((site_id, event_id) for (event_id,) in found)
+        return stored
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:

@@ -15,7 +15,7 @@ and `visitor_day_counts` counts those rows by (site, day, prev_day). Then:
   and not in between is counted once. Two single-day lookups.
 
 Upkeep, in the transaction that writes the page views (analytics/eventstore.py): for each (site, visitor, day) the
-group touched, the row's first/last page view is recomputed from `events` (idempotent, whatever was a replay); a
+group stored new page views of, the row's first/last page view is extended by them (replays excluded); a
 new row is written unlinked (`prev_day` NULL); the group's visitors' rows are read by primary key, and for those
 with a new day the links and counts that change are written (once per visitor per day, not per page view). The
 bulk rebuild (the generator, the migration) and retention link with window functions over every unlinked visitor.
@@ -40,13 +40,13 @@ DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 NO_DAY = -1  # prev_day of a visitor's first day
 
-_UPSERT_DAY = """
+_EXTEND_DAY = """
 INSERT INTO visitor_days (site_id, visitor_id, day, first_ts, last_ts)
-SELECT site_id, visitor_id, :day, min(ts), max(ts) FROM events
-WHERE visitor_id = :visitor_id AND ts >= :lo AND ts < :hi AND +site_id = :site_id
-GROUP BY site_id, visitor_id
-ON CONFLICT (site_id, visitor_id, day) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts
+VALUES (:site_id, :visitor_id, :day, :first_ts, :last_ts)
+ON CONFLICT (site_id, visitor_id, day) DO UPDATE
+SET first_ts = {least}(visitor_days.first_ts, excluded.first_ts), last_ts = {greatest}(visitor_days.last_ts, excluded.last_ts)
 """
+_EXTEND_DAY_SQLITE = _EXTEND_DAY.format(least="min", greatest="max")  # SQLite's scalar min/max of two values
 _ANY_UNLINKED = "SELECT 1 FROM visitor_days WHERE prev_day IS NULL LIMIT 1"
 _AFFECTED = "(SELECT DISTINCT site_id, visitor_id FROM visitor_days WHERE prev_day IS NULL)"
 # CROSS JOIN: SQLite then keeps the written order, the few affected visitors outside and their rows looked up by
@@ -90,9 +90,30 @@ def start_of(day: int) -> datetime:
     return EPOCH + day * DAY
 
 
-def touched_days(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
-    """The distinct (site_id, visitor_id, day) of page view rows, sorted."""
-    return sorted({(row["site_id"], row["visitor_id"], day_of(row["ts"])) for row in rows})
+Span = tuple[int, str, int, datetime, datetime]  # site_id, visitor_id, day, first and last page view of the rows
+
+
+def day_spans(new_rows: list[dict[str, Any]]) -> list[Span]:
+    """The (site, visitor, day) of newly stored page views with their first and last time, sorted. Only rows that
+    were stored count: a replayed event id carrying another time must not move a day's first or last view."""
+    spans: dict[tuple[int, str, int], list[datetime]] = {}
+    for row in new_rows:
+        key = (row["site_id"], row["visitor_id"], day_of(row["ts"]))
+        span = spans.setdefault(key, [row["ts"], row["ts"]])
+        span[0], span[1] = min(span[0], row["ts"]), max(span[1], row["ts"])
+    return sorted((*key, first, last) for key, (first, last) in spans.items())
+
+
+def first_of_each(rows: list[dict[str, Any]], stored: set[tuple[int, str]]) -> list[dict[str, Any]]:
+    """The rows whose (site_id, event_id) is in `stored` (the ids this group inserted), the first of each id (as
+    the insert kept the first)."""
+    left, new = set(stored), []
+    for row in rows:
+        key = (row["site_id"], row["event_id"])
+        if key in left:
+            left.discard(key)
+            new.append(row)
+    return new
 
 
 # ------------------------------------------------------------------------------------------------ upkeep
@@ -110,10 +131,9 @@ async def lock_rollup(db: AsyncSession) -> None:
 _SQLITE_TS = UTCDateTime().dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
 
 
-def _key_parameters(key: tuple[int, str, int], ts=lambda value: value) -> dict[str, Any]:
-    site_id, visitor_id, day = key
-    return {"site_id": site_id, "visitor_id": visitor_id, "day": day, "lo": ts(start_of(day)),
-            "hi": ts(start_of(day + 1))}
+def _span_parameters(span: Span, ts=lambda value: value) -> dict[str, Any]:
+    site_id, visitor_id, day, first, last = span
+    return {"site_id": site_id, "visitor_id": visitor_id, "day": day, "first_ts": ts(first), "last_ts": ts(last)}
 
 
 _ROWS_OF = "SELECT site_id, visitor_id, day, prev_day, next_day FROM visitor_days WHERE site_id = {} AND visitor_id IN ({})"
@@ -152,20 +172,20 @@ def links_to_fix(rows) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return updates, changes
 
 
-def _visitors_by_site(keys: list[tuple[int, str, int]]) -> dict[int, list[str]]:
+def _visitors_by_site(spans: list[Span]) -> dict[int, list[str]]:
     by_site: dict[int, set[str]] = defaultdict(set)
-    for site_id, visitor_id, _ in keys:
+    for site_id, visitor_id, *_ in spans:
         by_site[site_id].add(visitor_id)
     return {site_id: sorted(visitors) for site_id, visitors in by_site.items()}
 
 
-def upkeep_sqlite(connection: sqlite3.Connection, keys: list[tuple[int, str, int]]) -> None:
+def upkeep_sqlite(connection: sqlite3.Connection, spans: list[Span]) -> None:
     """In the caller's transaction on a raw sqlite3 connection (the event store's own)."""
-    if not keys:
+    if not spans:
         return
-    connection.executemany(_UPSERT_DAY, [_key_parameters(key, _SQLITE_TS) for key in keys])
+    connection.executemany(_EXTEND_DAY_SQLITE, [_span_parameters(span, _SQLITE_TS) for span in spans])
     rows = []
-    for site_id, visitors in _visitors_by_site(keys).items():
+    for site_id, visitors in _visitors_by_site(spans).items():
         rows += connection.execute(_ROWS_OF.format("?", ", ".join("?" * len(visitors))), (site_id, *visitors))
     updates, changes = links_to_fix(rows)
     if updates:
@@ -174,20 +194,19 @@ def upkeep_sqlite(connection: sqlite3.Connection, keys: list[tuple[int, str, int
         connection.executemany(_ADD_COUNT, changes)
 
 
-_UPSERT_DAY_STATEMENT = text(_UPSERT_DAY).bindparams(
-    bindparam("day", type_=Integer), bindparam("site_id", type_=Integer),
-    bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime))
+_EXTEND_DAY_STATEMENT = text(_EXTEND_DAY_SQLITE).bindparams(
+    bindparam("first_ts", type_=UTCDateTime), bindparam("last_ts", type_=UTCDateTime))
 _ROWS_OF_STATEMENT = text(_ROWS_OF.replace("IN ({})", "IN {}").format(":site_id", ":visitors")).bindparams(
     bindparam("visitors", expanding=True))
 
 
-async def upkeep(connection: AsyncConnection | AsyncSession, keys: list[tuple[int, str, int]]) -> None:
-    """In the caller's transaction, through SQLAlchemy (PostgreSQL, or SQLite in tests and privacy operations)."""
-    if not keys:
+async def upkeep(connection: AsyncConnection | AsyncSession, spans: list[Span]) -> None:
+    """In the caller's transaction through SQLAlchemy, on SQLite (an in-memory database, tests)."""
+    if not spans:
         return
-    await connection.execute(_UPSERT_DAY_STATEMENT, [_key_parameters(key) for key in keys])
+    await connection.execute(_EXTEND_DAY_STATEMENT, [_span_parameters(span) for span in spans])
     rows = []
-    for site_id, visitors in _visitors_by_site(keys).items():
+    for site_id, visitors in _visitors_by_site(spans).items():
         rows += (await connection.execute(_ROWS_OF_STATEMENT, {"site_id": site_id, "visitors": visitors})).all()
     updates, changes = links_to_fix(rows)
     if updates:
@@ -203,30 +222,29 @@ def _pg(sql: str, names: list[str]) -> str:
     return sql
 
 
-_KEY_NAMES = ["day", "visitor_id", "lo", "hi", "site_id"]
+_SPAN_NAMES = ["site_id", "visitor_id", "day", "first_ts", "last_ts"]
 _LOCK_PG = ("SELECT pg_advisory_xact_lock_shared($1), (SELECT count(pg_advisory_xact_lock(h)) FROM "
             "(SELECT hashtextextended(k, 0) AS h FROM unnest($2::text[]) AS k ORDER BY 1) AS ordered)")
-_UPSERT_DAY_PG = _pg(_UPSERT_DAY, _KEY_NAMES)
+_EXTEND_DAY_PG = _pg(_EXTEND_DAY.format(least="LEAST", greatest="GREATEST"), _SPAN_NAMES)
 _SET_LINKS_PG = _pg(_SET_LINKS, ["prev_day", "next_day", "site_id", "visitor_id", "day"])
 _ADD_COUNT_PG = _pg(_ADD_COUNT, ["site_id", "day", "prev_day", "delta"])
 _ROWS_OF_PG = _ROWS_OF.replace("IN ({})", "= ANY({})").format("$1", "$2::text[]")
 
 
-async def upkeep_asyncpg(connection, keys: list[tuple[int, str, int]]) -> None:
+async def upkeep_asyncpg(connection, spans: list[Span]) -> None:
     """PostgreSQL, on the asyncpg connection under the caller's (already begun) transaction: the same as `upkeep`
     in four round trips of plain asyncpg (through SQLAlchemy each statement cost about 1.4 ms: the writer's groups
     were 2.6x slower). Several writers (nodes) may write the same visitor at once, and under READ COMMITTED a
     transaction does not see another's uncommitted days: so each writer first takes its visitors' advisory locks,
     in one order (no deadlock), and the rollup lock shared; privacy operations take that one exclusively
     (`lock_rollup`)."""
-    if not keys:
+    if not spans:
         return
-    visitors = sorted({f"{site_id}:{visitor_id}" for site_id, visitor_id, _ in keys})
+    visitors = sorted({f"{site_id}:{visitor_id}" for site_id, visitor_id, *_ in spans})
     await connection.execute(_LOCK_PG, ROLLUP_LOCK, visitors)
-    await connection.executemany(_UPSERT_DAY_PG, [tuple(_key_parameters(key)[name] for name in _KEY_NAMES)
-                                                  for key in keys])
+    await connection.executemany(_EXTEND_DAY_PG, spans)
     rows = []
-    for site_id, names in _visitors_by_site(keys).items():
+    for site_id, names in _visitors_by_site(spans).items():
         rows += await connection.fetch(_ROWS_OF_PG, site_id, names)
     updates, changes = links_to_fix(rows)
     if updates:

@@ -52,7 +52,14 @@ async def recount(db, lo: datetime, hi: datetime, site_id: int | None) -> int:
 
 
 async def check_links_and_counts(db) -> None:
-    """Every row linked to its visitor's previous and next day, and the counts exactly the rows' (day, prev_day)."""
+    """Every row linked to its visitor's previous and next day, its first and last page view those of the stored
+    page views, and the counts exactly the rows' (day, prev_day)."""
+    spans: dict[tuple, list] = {}
+    for site_id, visitor_id, ts in await db.execute(select(PageEvent.site_id, PageEvent.visitor_id, PageEvent.ts)):
+        span = spans.setdefault((site_id, visitor_id, visitordays.day_of(ts)), [ts, ts])
+        span[0], span[1] = min(span[0], ts), max(span[1], ts)
+    assert {(r.site_id, r.visitor_id, r.day): [r.first_ts, r.last_ts]
+            for r in await db.scalars(select(VisitorDay))} == spans
     rows = (await db.execute(text("SELECT site_id, visitor_id, day, prev_day, next_day FROM visitor_days "
                                   "ORDER BY site_id, visitor_id, day"))).all()
     expected = []
@@ -102,7 +109,9 @@ async def exercise(url: str) -> None:
             at = 0
             while at < len(rows):
                 size = rng.randint(1, 25)
-                group = rows[at:at + size] + rng.sample(rows[:at + size], min(3, at + size))  # with replays
+                replays = rng.sample(rows[:at + size], min(3, at + size))
+                moved = [{**row, "ts": row["ts"] - timedelta(days=2)} for row in replays[:1]]  # same id, other time
+                group = rows[at:at + size] + replays + moved
                 await store.write_group([group[i:i + 4] for i in range(0, len(group), 4)])
                 at += size
         finally:
