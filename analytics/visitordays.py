@@ -76,7 +76,8 @@ _RELINK = (
       AND visitor_days.day = linked.day""",
 )
 _DAY_OF_TS = {
-    "sqlite": "CAST(strftime('%s', ts) AS INTEGER) / 86400",
+    # Without the fraction: strftime rounds to the millisecond first, so 23:59:59.9995 would fall on the next day.
+    "sqlite": "CAST(strftime('%s', substr(ts, 1, 19)) AS INTEGER) / 86400",
     "postgresql": "CAST(floor(EXTRACT(EPOCH FROM ts) / 86400) AS INTEGER)",
 }
 
