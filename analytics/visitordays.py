@@ -294,22 +294,22 @@ async def drop_before(db: AsyncSession, cutoff: datetime) -> int:
     left of it, and they are relinked and counted again."""
     day = day_of(cutoff)
     params = {"day": day}
+    # Driven by the few visitors of the oldest days (index on day), their rows by primary key: the job runs every
+    # few hours and on SQLite holds the write lock meanwhile, so it must not walk the whole rollup.
     old = "(SELECT DISTINCT site_id, visitor_id FROM visitor_days WHERE day <= :day)"
-    rows_of_old = f"{old} AS u JOIN visitor_days AS d ON d.site_id = u.site_id AND d.visitor_id = u.visitor_id"
     await db.execute(text(
         f"""UPDATE visitor_day_counts SET visitors = visitor_day_counts.visitors - old.n
-        FROM (SELECT d.site_id, d.day, d.prev_day, count(*) AS n FROM {rows_of_old}
-              WHERE d.prev_day IS NOT NULL GROUP BY d.site_id, d.day, d.prev_day) AS old
+        FROM (SELECT d.site_id, d.day, d.prev_day, count(*) AS n FROM {old} AS u CROSS JOIN visitor_days AS d
+              WHERE {_OF_AFFECTED} AND d.prev_day IS NOT NULL GROUP BY d.site_id, d.day, d.prev_day) AS old
         WHERE visitor_day_counts.site_id = old.site_id AND visitor_day_counts.day = old.day
           AND visitor_day_counts.prev_day = old.prev_day"""), params)
-    await db.execute(text(
-        f"""UPDATE visitor_days SET prev_day = NULL
-        WHERE EXISTS (SELECT 1 FROM visitor_days AS o WHERE o.site_id = visitor_days.site_id
-                      AND o.visitor_id = visitor_days.visitor_id AND o.day <= :day)"""), params)
+    await db.execute(text(f"""UPDATE visitor_days SET prev_day = NULL FROM {old} AS u
+        WHERE visitor_days.site_id = u.site_id AND visitor_days.visitor_id = u.visitor_id"""), params)
     dropped = (await db.execute(text("DELETE FROM visitor_days WHERE day <= :day"), params)).rowcount
-    await db.execute(text(_fill(db.bind.dialect.name, "ts >= :lo AND ts < :hi")).bindparams(
-        bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime)),
-        {"lo": start_of(day), "hi": start_of(day + 1)})
+    # By site: `events` has no index on ts alone, (site_id, ts) serves a day's page views of each site.
+    refill = text(_fill(db.bind.dialect.name, "site_id IN (SELECT id FROM sites) AND ts >= :lo AND ts < :hi"))
+    await db.execute(refill.bindparams(bindparam("lo", type_=UTCDateTime), bindparam("hi", type_=UTCDateTime)),
+                     {"lo": start_of(day), "hi": start_of(day + 1)})
     for statement in _RELINK[1:]:  # counted out above already
         await db.execute(text(statement))
     await db.execute(text("DELETE FROM visitor_day_counts WHERE visitors = 0"))
