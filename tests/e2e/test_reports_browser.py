@@ -85,6 +85,9 @@ def log_in(page: Page, email: str, path: str = "/reports") -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill("demo")
     page.get_by_role("button", name="Log in").click()
+    # Then the page it leads to, whole: reading figures while its 150 KB still stream in finds only the first ones.
+    page.wait_for_url(lambda url: "/login" not in url)
+    page.wait_for_load_state("load")
 
 
 def form(page: Page):
@@ -110,6 +113,7 @@ def summary_for(page: Page) -> dict:
 
 
 def assert_figures_are_the_apis(page: Page) -> dict[str, float]:
+    page.wait_for_load_state("load")  # a URL that changed is a navigation committed, not a page parsed
     shown, summary = shown_figures(page), summary_for(page)
     for name in ("calls_offered", "calls_answered", "calls_abandoned", "calls_missed", "voicemails", "answer_rate",
                  "conversion_rate_callers", "conversion_rate_non_callers", "revenue_after_calls", "survey_average"):
