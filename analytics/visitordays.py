@@ -47,7 +47,6 @@ ON CONFLICT (site_id, visitor_id, day) DO UPDATE
 SET first_ts = {least}(visitor_days.first_ts, excluded.first_ts), last_ts = {greatest}(visitor_days.last_ts, excluded.last_ts)
 """
 _EXTEND_DAY_SQLITE = _EXTEND_DAY.format(least="min", greatest="max")  # SQLite's scalar min/max of two values
-_ANY_UNLINKED = "SELECT 1 FROM visitor_days WHERE prev_day IS NULL LIMIT 1"
 _AFFECTED = "(SELECT DISTINCT site_id, visitor_id FROM visitor_days WHERE prev_day IS NULL)"
 # CROSS JOIN: SQLite then keeps the written order, the few affected visitors outside and their rows looked up by
 # primary key (with a plain JOIN under a window function it scanned every row of visitor_days inside).
