@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from analytics.callfacts import FactsKeeper, call_facts_ctx
 from analytics.ingest import EventWriter, IpHasher
 from analytics.privacy import retention_ctx
 from talk.db import ENGINE_KEY, SESSIONMAKER_KEY
@@ -15,6 +16,7 @@ from talk.voicemails import voicemail_dir
 
 EVENT_WRITER_KEY = web.AppKey("event_writer", EventWriter)
 IP_HASHER_KEY = web.AppKey("ip_hasher", IpHasher)
+CALL_FACTS_KEY = web.AppKey("call_facts", FactsKeeper)
 
 
 async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -31,8 +33,10 @@ def setup_analytics(app: web.Application) -> None:
     """Needs the database context before it (setup_database)."""
     settings = app[SETTINGS_KEY]
     app.cleanup_ctx.append(analytics_ctx)
+    app.cleanup_ctx.append(call_facts_ctx(lambda a: a[SESSIONMAKER_KEY], timedelta(days=settings.attribution_days),
+                                          CALL_FACTS_KEY))
     app.cleanup_ctx.append(retention_ctx(lambda a: a[SESSIONMAKER_KEY], timedelta(days=settings.retention_days),
                                          voicemail_dir(settings.data_dir)))
 
 
-__all__ = ["setup_analytics", "EVENT_WRITER_KEY", "IP_HASHER_KEY"]
+__all__ = ["setup_analytics", "EVENT_WRITER_KEY", "IP_HASHER_KEY", "CALL_FACTS_KEY"]

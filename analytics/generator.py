@@ -63,9 +63,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from analytics import visitordays
+from analytics import callfacts, visitordays
 from analytics.generator_truth import MICROSECOND, CallFact, PageFact, Truth, to_datetime, to_us
 from analytics.sources import attribution_of
 from talk import db as talk_db
@@ -906,6 +906,9 @@ class _SqliteSink:
     async def commit(self) -> None:
         await self._run(self._commit)
 
+    async def analyze(self) -> None:
+        """(SQLite plans without statistics, as the server's database always has.)"""
+
     def _commit(self) -> None:
         for sql in self._indexes:
             self._connection.execute(sql)
@@ -964,11 +967,13 @@ class _PostgresSink:
             await self._raw.execute(sql)
         await self._transaction.commit()
         self._transaction = None
-        # Fresh statistics for what was just loaded: until autovacuum gets to it, the planner would guess from
-        # empty tables (the reports' plans were seconds slower). VACUUM also sets the visibility map, without which
-        # no index-only scan is possible (8 s for 10M page views).
+
+    async def analyze(self) -> None:
+        """After the load and the call facts computed for it. Fresh statistics for what was just loaded: until
+        autovacuum gets to it, the planner would guess from empty tables (the reports' plans were seconds slower).
+        VACUUM also sets the visibility map, without which no index-only scan is possible (8 s for 10M page views)."""
         for table in ("events", "calls", "survey_answers", "voicemails", "conversions", "visitor_days",
-                      "visitor_day_counts"):
+                      "visitor_day_counts", "call_facts", "call_fact_pages", "call_fact_conversions"):
             await self._raw.execute(f"VACUUM ANALYZE {table}")
 
     async def close(self) -> None:
@@ -1038,6 +1043,9 @@ async def generate(engine: AsyncEngine, visitors: int, *, end: datetime, seed: i
                 break
         await wait_for_write()
         await sink.commit()  # (and SQLite's rebuilt indexes)
+        # The triggers marked every call loaded stale: compute their facts now, so the reports read them.
+        await callfacts.catch_up(async_sessionmaker(engine, expire_on_commit=False), window)
+        await sink.analyze()
         if progress:
             progress(visitors, visitors)
     except (sqlite3.IntegrityError, _asyncpg_unique_violation()) as exc:

@@ -69,6 +69,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: E402
 
 import analytics.reports as reports  # noqa: E402
+from analytics import callfacts  # noqa: E402
 from analytics.generator import DEFAULT_SEED  # noqa: E402
 from analytics.reports import REPORTS, Report, ReportFilters, run_report  # noqa: E402
 from analytics.reports.filters import MAX_LIMIT  # noqa: E402
@@ -225,6 +226,30 @@ def upgrade(ds: Dataset, args: argparse.Namespace) -> dict[str, Any] | None:
     started = time.perf_counter()
     upgrade_schema(ds.url)
     return {"from": before, "to": head, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def catch_up_facts(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+    """Compute the call facts of every stale call (as `talk db upgrade` and the server's keeper do): timed."""
+    async def run() -> int:
+        engine = create_engine(ds.url)
+        try:
+            done = await callfacts.catch_up(async_sessionmaker(engine, expire_on_commit=False),
+                                            timedelta(days=args.window_days))
+            if ds.engine == "postgresql" and done:
+                async with engine.connect() as connection:
+                    await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    for table in ("call_facts", "call_fact_pages", "call_fact_conversions", "call_facts_stale"):
+                        await connection.execute(text(f"VACUUM ANALYZE {table}"))
+            return done
+        finally:
+            await engine.dispose()
+
+    started = time.perf_counter()
+    done = asyncio.run(run())
+    seconds = round(time.perf_counter() - started, 1)
+    if done:
+        log(f"{ds.name}: call facts computed for {done:,} calls in {seconds} s")
+    return {"calls": done, "seconds": seconds}
 
 
 def datasets(args: argparse.Namespace) -> list[Dataset]:
@@ -537,9 +562,11 @@ def main(argv: list[str] | None = None) -> None:
     chosen = datasets(args)
     stamps = {ds.name: prepare(ds, args) for ds in chosen}  # generate what is missing before timing anything
     upgrades = {ds.name: upgrade(ds, args) for ds in chosen}
+    caught_up = {ds.name: catch_up_facts(ds, args) for ds in chosen}
     for ds in chosen:
         result = asyncio.run(measure(ds, args))
         result["stamp"], result["upgrade"] = stamps[ds.name], upgrades[ds.name]
+        result["facts_catch_up"] = caught_up[ds.name]
         run["datasets"].append(result)
     print(f"Machine: {run['machine']}. Recount path: {recount_path() or 'no recount path yet'}.\n")
     print(f"Options: --reps {args.reps} --tz {args.tz} --window-days {args.window_days:g} --end {args.end} "

@@ -95,6 +95,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_schema(settings.resolved_database_url)
     print("database schema is up to date")
+    from analytics.callfacts import catch_up  # (talk/cli.py assembles the product: it may import everything)
+
+    async def facts() -> int:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            return await catch_up(async_sessionmaker(engine, expire_on_commit=False),
+                                  timedelta(days=settings.attribution_days))
+        finally:
+            await engine.dispose()
+
+    print(f"call facts computed for {asyncio.run(facts()):,} calls")
 
 
 def _admin(args: argparse.Namespace, action: Callable[[AsyncSession], Awaitable[str]]) -> None:

@@ -127,7 +127,7 @@ class CallRecord(Base):
     ringing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    session_id: Mapped[str | None] = mapped_column(String(48))
+    session_id: Mapped[str | None] = mapped_column(String(48), index=True)
     has_journey: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     disposition: Mapped[str | None] = mapped_column(String(120))
     landing_url: Mapped[str | None] = mapped_column(Text)
@@ -205,7 +205,8 @@ class VisitorDayCount(Base):
 
 class Conversion(Base):
     __tablename__ = "conversions"
-    __table_args__ = (UniqueConstraint("site_id", "order_id"), Index("ix_conversions_visitor_ts", "visitor_id", "ts"))
+    __table_args__ = (UniqueConstraint("site_id", "order_id"), Index("ix_conversions_visitor_ts", "visitor_id", "ts"),
+                      Index("ix_conversions_ts", "ts"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
@@ -332,3 +333,104 @@ class WebhookDelivery(Base):
     visitor_id: Mapped[str | None] = mapped_column(String(48), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CallFacts(Base):
+    """What the reports need of one call, computed once from the call, its survey answer, voicemails, page views
+    and attributed conversions (analytics/callfacts.py), so a report over a long range reads one narrow row per call
+    instead of probing five tables per call. Valid only while the call is not in call_facts_stale, and only for the
+    attribution window in call_facts_meta; triggers mark a call stale whenever anything it is computed from changes.
+    """
+
+    __tablename__ = "call_facts"
+    # Keyed by time: a report's range is one contiguous stretch of the table (SQLite: WITHOUT ROWID, so the rows
+    # themselves are stored in that order; 10x faster than an index over rows stored in any order).
+    __table_args__ = (Index("ix_call_facts_call_id", "call_id", unique=True),
+                      Index("ix_call_facts_visitor", "visitor_id", "site_id", "created_us"),
+                      {"sqlite_with_rowid": False})
+
+    created_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds of created_at
+    call_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer)
+    queue_id: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int | None] = mapped_column(Integer)
+    visitor_id: Mapped[str] = mapped_column(String(48))
+    channel: Mapped[str] = mapped_column(String(10))
+    has_journey: Mapped[bool] = mapped_column(Boolean)
+    session_id: Mapped[str | None] = mapped_column(String(48))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[int] = mapped_column(Integer)  # analytics.reports.base.OUTCOME_*
+    wait_us: Mapped[int | None] = mapped_column(BigInteger)  # answered calls
+    talk_us: Mapped[int | None] = mapped_column(BigInteger)  # answered calls that ended
+    rating: Mapped[int | None] = mapped_column(Integer)
+    commented: Mapped[int] = mapped_column(Integer)  # 1: the survey answer has a comment
+    voicemails: Mapped[int] = mapped_column(Integer)
+    # 1 when the visitor may have other calls (set when another call's facts are stored, never cleared): rows with
+    # 0 are counted as distinct callers without a DISTINCT.
+    repeat_caller: Mapped[int] = mapped_column(Integer)
+    converted: Mapped[int] = mapped_column(Integer)  # 1: a conversion is attributed to the call
+    # The visitor's page views on the site nearest the call: the latest at or before created_at and the first after
+    # it (epoch microseconds). The visitor viewed a page in [lo, hi) containing created_at exactly when the first is
+    # >= lo or the second < hi: how the conversion report finds callers seen in its range without probing.
+    seen_before_us: Mapped[int | None] = mapped_column(BigInteger)
+    seen_after_us: Mapped[int | None] = mapped_column(BigInteger)
+    landing_page: Mapped[str | None] = mapped_column(Text)  # landing URL without its talk_call parameter
+    landed: Mapped[int] = mapped_column(Integer)  # 1: the landing page view was recorded (with consent)
+    source_kind: Mapped[str] = mapped_column(String(20))  # analytics.sources kind, no_consent or unknown
+    source: Mapped[str | None] = mapped_column(String(200))
+    utm_source: Mapped[str | None] = mapped_column(String(200))
+    utm_medium: Mapped[str | None] = mapped_column(String(200))
+    utm_campaign: Mapped[str | None] = mapped_column(String(200))
+
+
+class CallFactPage(Base):
+    """A page view before (`after` 0: of the call's session, up to the call) or after (1: the visitor's, within the
+    attribution window, not the call's own landing page view) a call whose facts are computed
+    (analytics/callpages.py)."""
+
+    __tablename__ = "call_fact_pages"
+    __table_args__ = (Index("ix_call_fact_pages_event_id", "event_id"), {"sqlite_with_rowid": False})
+
+    after: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the call's
+    call_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    # What spares the pages reports their DISTINCT counts (analytics/callpages.py).
+    first_in_call: Mapped[int] = mapped_column(Integer)
+    event_shared: Mapped[int] = mapped_column(Integer)
+    visitor_shared: Mapped[int] = mapped_column(Integer)
+
+
+class CallFactConversion(Base):
+    """A conversion attributed to a call whose facts are computed: cents and the delay from the call's end."""
+
+    __tablename__ = "call_fact_conversions"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    created_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the call's
+    call_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    conversion_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cents: Mapped[int] = mapped_column(BigInteger)
+    delay_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class CallFactsStale(Base):
+    """Calls whose facts are missing, out of date or of a call deleted since: written by triggers, emptied by
+    analytics/callfacts.py (which also removes the facts of deleted calls)."""
+
+    __tablename__ = "call_facts_stale"
+
+    call_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class CallFactsMeta(Base):
+    """One row: the attribution window the call facts are computed with."""
+
+    __tablename__ = "call_facts_meta"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_us: Mapped[int] = mapped_column(BigInteger)

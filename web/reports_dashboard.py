@@ -35,7 +35,7 @@ from sqlalchemy import desc, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports import FilterError, Report, ReportFilters, UnknownFilter, call_timeline, run_report
-from analytics.reports.base import calls_in
+from analytics.reports.base import latest_calls
 from analytics.reports.filters import DEFAULT_LIMIT, MAX_LIMIT, resolve, zone_of
 from analytics.reports.sqltime import binary
 from analytics.reports.timeline import outcome
@@ -283,8 +283,8 @@ async def recent_calls(db: AsyncSession, filters: ReportFilters, window: timedel
     """The `limit` latest calls in range (the reports' calls_in: same range, site, queue and channel rules), newest
     first: outcome as the reports count it, wait (created → answered), talk (answered → ended), survey rating and
     whether a purchase is attributed to the call."""
-    rng = await resolve(db, filters)
-    calls = calls_in(rng, window)
+    rng = await resolve(db, filters, window=window)
+    calls = latest_calls(rng, window, rng.limit)
     q, a, s = Queue.__table__, Account.__table__, Site.__table__
     statement = (
         select(calls.c.id, calls.c.created_at, calls.c.answered_at, calls.c.ended_at, calls.c.end_reason,

@@ -10,8 +10,9 @@ definitions exactly; each module's docstring defines its own columns (docs/api.m
 - summary.py, calls.py, conversion.py, pages.py, traffic.py, people.py: the reports.
 - timeline.py: one call from the pages before it to the purchases after it.
 
-Distinct visitors of a range come from the visitor-day rollup (analytics/visitordays.py); `recount=True` counts
-them from the page views instead (tests and bench/reports.py check that both agree).
+Distinct visitors of a range come from the visitor-day rollup (analytics/visitordays.py), the calls' own figures
+from the call facts (analytics/callfacts.py); `recount=True` uses neither and computes everything from the raw rows
+(tests and bench/reports.py check that both agree).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ _BUILDERS: dict[str, tuple[Callable[[AsyncSession, Range, timedelta], Awaitable[
 
 def _with_filters(build) -> ReportFn:
     async def report(db: AsyncSession, filters: ReportFilters, window: timedelta, recount: bool = False) -> Report:
-        return await build(db, await resolve(db, filters, recount), window)
+        return await build(db, await resolve(db, filters, recount, window), window)
 
     report.__name__, report.__doc__ = build.__name__, f"{build.__module__}.{build.__name__} with its filters resolved."
     return report

@@ -1,6 +1,11 @@
 """What every report is built from: the calls in range (one CTE, one row per call), attribution of conversions to
 those calls, and the Report value the registry returns.
 
+The calls in range come from the call facts (analytics/callfacts.py: one stored row per call, with its outcome,
+durations, rating, voicemails, conversion, landing page and source) for calls whose facts are valid, and are
+computed from the raw rows, by the very expressions the facts are computed with (`live_facts`), for the others —
+the calls in progress or just written, or all of them for `recount` or another attribution window.
+
 Definitions (analytics/generator_truth.py's, which the tests hold the reports to):
 
 - Calls in range: `calls` rows whose `created_at` has a local date from `start` to `end`, on the site, of the queue,
@@ -21,13 +26,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, exists, func, literal_column, select
+from sqlalchemy import (
+    BigInteger, and_, case, cast, desc, exists, func, literal, literal_column, null, select, union_all,
+)
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
 from analytics.reports.filters import SLACK, Range
-from analytics.reports.sqltime import epoch_us, later
-from talk.models import CallRecord, Conversion, Queue, SurveyAnswer, Voicemail
+from analytics.reports.sqltime import binary, epoch_us, later, position, unindexed
+from talk.models import (
+    CallFactConversion, CallFacts, CallFactsStale, CallRecord, Conversion, PageEvent, Queue, SurveyAnswer, Voicemail,
+)
 
 ABANDONED_REASONS = ("caller-cancelled", "caller-disconnected")
 MISSED_REASONS = ("no-agent", "agent-declined", "agent-disconnected", "failed")
@@ -68,54 +77,165 @@ def cents(value) -> ColumnElement[int]:
     return cast(func.round(value * 100), BigInteger)
 
 
-def calls_in(rng: Range, window: timedelta, all_queues: bool = False, name: str = "calls_in") -> CTE:
-    """The calls in range, one row each: the call's columns, `local_s` (local wall-clock seconds of created_at),
-    `person_id`, `rating` (its survey answer or NULL), `voicemails` (how many) and `converted` (1 when at least one
-    conversion is attributed to it, else 0). `all_queues`: ignore the queue and channel filters."""
-    c = CallRecord.__table__
-    local_s = rng.local_seconds(c.c.created_at)
+OUTCOME_OFFERED, OUTCOME_ANSWERED, OUTCOME_ABANDONED, OUTCOME_MISSED = 0, 1, 2, 3
+TALK_CALL = "talk_call="
+
+
+def landing_page(calls):
+    """SQL: the call's landing URL without the `talk_call` parameter Talk appends last (with its '?' or '&')."""
+    at = position(calls.c.landing_url, literal(TALK_CALL))
+    return case((at > 1, func.substr(calls.c.landing_url, 1, at - 2)), else_=calls.c.landing_url)
+
+
+def own_landing_view(event, calls, call_id=None):
+    """The page view is of the landing page this call sent the caller to (the call API leaves it out)."""
+    return position(event.c.url, literal(TALK_CALL) + (calls.c.id if call_id is None else call_id)) > 0
+
+
+def live_facts(window: timedelta) -> list[ColumnElement]:
+    """A call's facts (CallFacts' columns but the source ones) computed from the raw rows: the columns of a
+    select from `calls` joined to its queue and outer-joined to its survey answer (`fact_sources`)."""
+    c, q, sa = CallRecord.__table__, Queue.__table__, SurveyAnswer.__table__
+    e = PageEvent.__table__.alias("landing_view")  # never correlated with a page view the caller joins
     converted = exists().where(attributed_to(Conversion.__table__, c, window))
     voicemails = (select(func.count()).select_from(Voicemail.__table__)
                   .where(Voicemail.__table__.c.call_id == c.c.id).scalar_subquery())
-    q = Queue.__table__
-    sa = SurveyAnswer.__table__
-    statement = (
-        select(c.c.id, c.c.site_id, c.c.queue_id, c.c.agent_id, c.c.visitor_id, c.c.channel, c.c.has_journey,
-               c.c.session_id, c.c.created_at, c.c.answered_at, c.c.ended_at, c.c.end_reason, c.c.landing_url,
-               local_s.label("local_s"), func.coalesce(c.c.agent_id, q.c.seller_id).label("person_id"),
-               sa.c.rating, voicemails.label("voicemails"),
-               case((converted, 1), else_=0).label("converted"))
-        .join(q, q.c.id == c.c.queue_id)
-        .outerjoin(sa, sa.c.call_id == c.c.id)
-        .where(*in_range(rng, c, all_queues))
-    )
-    return statement.cte(name)
+    landed = exists().where(unindexed(e.c.site_id) == c.c.site_id, e.c.visitor_id == c.c.visitor_id,
+                            own_landing_view(e, c))
+    is_answered = c.c.answered_at.is_not(None)
+    return [
+        c.c.id.label("call_id"), c.c.site_id, c.c.queue_id, func.coalesce(c.c.agent_id, q.c.seller_id).label("person_id"),
+        c.c.visitor_id, c.c.channel, c.c.has_journey, c.c.session_id, c.c.created_at, c.c.answered_at, c.c.ended_at,
+        c.c.end_reason, epoch_us(c.c.created_at).label("created_us"),
+        case((is_answered, OUTCOME_ANSWERED), (c.c.end_reason.in_(ABANDONED_REASONS), OUTCOME_ABANDONED),
+             (c.c.end_reason.in_(MISSED_REASONS), OUTCOME_MISSED), else_=OUTCOME_OFFERED).label("outcome"),
+        case((is_answered, epoch_us(c.c.answered_at) - epoch_us(c.c.created_at))).label("wait_us"),
+        case((and_(is_answered, c.c.ended_at.is_not(None)), epoch_us(c.c.ended_at) - epoch_us(c.c.answered_at)))
+        .label("talk_us"),
+        sa.c.rating, case((sa.c.comment.is_not(None), 1), else_=0).label("commented"), voicemails.label("voicemails"), case((converted, 1), else_=0).label("converted"),
+        seen(c, e, e.c.ts <= c.c.created_at, func.max).label("seen_before_us"),
+        seen(c, e, e.c.ts > c.c.created_at, func.min).label("seen_after_us"),
+        landing_page(c).label("landing_page"),
+        case((and_(c.c.has_journey.is_(True), landed), 1), else_=0).label("landed"),
+    ]
 
 
-def attributions(calls: CTE, window: timedelta, *extra, name: str = "attributed") -> CTE:
-    """(call, conversion) pairs of the calls in range: call_id, visitor_id, conversion_id, cents, the delay from the
-    call's end to the purchase in microseconds, and `extra` labelled expressions over `calls` (group keys: so the
-    pairs need not be joined back to the calls)."""
-    conv = Conversion.__table__
-    return (
-        select(*extra, calls.c.id.label("call_id"), calls.c.visitor_id, conv.c.id.label("conversion_id"),
-               cents(conv.c.value).label("cents"),
+def seen(c, e, when, pick) -> ColumnElement[int]:
+    """SQL: epoch microseconds of the visitor's page view on the call's site picked (max/min) of those `when`."""
+    ts = select(pick(e.c.ts)).where(e.c.visitor_id == c.c.visitor_id, unindexed(e.c.site_id) == c.c.site_id, when)
+    return epoch_us(ts.scalar_subquery())
+
+
+def fact_sources():
+    """FROM of live_facts: the calls with their queue and survey answer."""
+    c, q, sa = CallRecord.__table__, Queue.__table__, SurveyAnswer.__table__
+    return c.join(q, q.c.id == c.c.queue_id).outerjoin(sa, sa.c.call_id == c.c.id)
+
+
+CALL_COLUMNS = ("site_id", "queue_id", "person_id", "visitor_id", "channel", "has_journey", "session_id",
+                "created_at", "answered_at", "ended_at", "end_reason", "outcome", "wait_us", "talk_us", "rating",
+                "commented", "voicemails", "converted", "seen_before_us", "seen_after_us", "landing_page", "landed")
+# Stored with the facts (classified in Python: analytics/callfacts.py); NULL for calls computed from raw rows.
+SOURCE_COLUMNS = ("source_kind", "source", "utm_source", "utm_medium", "utm_campaign")
+
+
+def fresh_facts(rng: Range, all_queues: bool = False) -> tuple:
+    """call_facts, and the WHERE terms for its rows of calls in range whose facts are valid (not stale)."""
+    f, stale = CallFacts.__table__, CallFactsStale.__table__
+    return f, [*facts_in_range(rng, f, all_queues), ~exists().where(stale.c.call_id == f.c.call_id)]
+
+
+def live_calls(rng: Range, window: timedelta, all_queues: bool = False, name: str = "live_calls") -> CTE:
+    """The calls in range whose facts are not valid (all of them without `rng.facts`), computed from the raw rows:
+    calls_in's columns, `fresh` 0."""
+    c = CallRecord.__table__
+    by_name = {column.name: column for column in live_facts(window)}
+    live = select(c.c.id, *(by_name[column] for column in CALL_COLUMNS), by_name["created_us"],
+                  literal_column("1").label("repeat_caller"), *(null().label(column) for column in SOURCE_COLUMNS),
+                  rng.local_seconds(c.c.created_at).label("local_s"), literal_column("0").label("fresh"))
+    if not rng.facts:
+        return live.select_from(fact_sources()).where(*in_range(rng, c, all_queues)).cte(name)
+    stale = CallFactsStale.__table__
+    # The few stale calls, each looked up by id (the range's index would have SQLite read every call of the range).
+    return (live.select_from(fact_sources())
+            .where(c.c.id.in_(select(stale.c.call_id)), *in_range(rng, c, all_queues, by_id=True)).cte(name))
+
+
+def calls_in(rng: Range, window: timedelta, all_queues: bool = False, name: str = "calls_in") -> CTE:
+    """The calls in range, one row each: id, CALL_COLUMNS (CallFacts' meaning), `created_us`, `local_s` (local
+    wall-clock seconds of created_at) and `fresh` (1: from call_facts, 0: computed from the raw rows). Calls with
+    valid facts come from call_facts; the others (live_calls: stale, or all of them with `rng.recount` or another
+    attribution window) are computed as call_facts would have them. `all_queues`: ignore the queue and channel
+    filters."""
+    live = select(live_calls(rng, window, all_queues, f"{name}_live"))
+    if not rng.facts:
+        return live.cte(name)
+    return union_all(_fresh_calls(rng, all_queues), live).cte(name).prefix_with("NOT MATERIALIZED")
+
+
+def _fresh_calls(rng: Range, all_queues: bool = False):
+    """calls_in's rows of the calls with valid facts."""
+    f, valid = fresh_facts(rng, all_queues)
+    return (select(f.c.call_id.label("id"), *(f.c[column] for column in CALL_COLUMNS), f.c.created_us,
+                   f.c.repeat_caller, *(f.c[column] for column in SOURCE_COLUMNS),
+                   rng.local_seconds_us(f.c.created_us).label("local_s"), literal_column("1").label("fresh"))
+            .where(*valid))
+
+
+def latest_calls(rng: Range, window: timedelta, limit: int):
+    """The `limit` latest calls in range (calls_in's columns, unordered): the latest of those with valid facts (read
+    backwards along call_facts' primary key) and the latest of the others, together (the caller orders them).
+    Ordering all of calls_in would sort every call of the range."""
+    live = live_calls(rng, window, name="latest_live")
+    parts = [select(live).order_by(desc(live.c.created_at), desc(binary(live.c.id))).limit(limit)]
+    if rng.facts:
+        fresh = _fresh_calls(rng)
+        parts.insert(0, fresh.order_by(desc(fresh.selected_columns.created_us),
+                                       desc(binary(fresh.selected_columns.id))).limit(limit))
+    return union_all(*(select(part.subquery()) for part in parts)).subquery("latest")
+
+
+def count_callers(calls, live, key=None) -> ColumnElement[int]:
+    """SQL aggregate: distinct visitor_id (or `key`, an expression of the visitor) of the rows of `calls` (calls_in,
+    or call_facts), without a DISTINCT over the visitors of calls whose facts say they called once (repeat_caller
+    0) and who are not among the visitors of `live` (live_calls: calls computed from raw rows)."""
+    once = and_(calls.c.repeat_caller == 0, calls.c.visitor_id.not_in(select(live.c.visitor_id)))
+    return count_if(once) + func.count(case((~once, calls.c.visitor_id if key is None else key)).distinct())
+
+
+def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:
+    """(call, conversion) pairs of the calls in range (calls_in): call_id, visitor_id, conversion_id, cents, the
+    delay from the call's end to the purchase in microseconds, and the calls' columns `names` (group keys: so the
+    pairs need not be joined back to the calls). From call_fact_conversions for calls with valid facts."""
+    conv, calls = Conversion.__table__, live_calls(rng, window, name=f"{name}_live")
+    live = (
+        select(*(calls.c[n] for n in names), calls.c.id.label("call_id"), calls.c.visitor_id,
+               conv.c.id.label("conversion_id"), cents(conv.c.value).label("cents"),
                (epoch_us(conv.c.ts) - epoch_us(calls.c.ended_at)).label("delay_us"))
         .select_from(calls).join(conv, attributed_to(conv, calls, window))
-        .cte(name)
     )
+    if not rng.facts:
+        return live.cte(name)
+    f, valid = fresh_facts(rng, all_queues=False)
+    p = CallFactConversion.__table__
+    fresh = (
+        select(*(f.c[n] for n in names), f.c.call_id, f.c.visitor_id, p.c.conversion_id, p.c.cents, p.c.delay_us)
+        .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
+        .where(*facts_in_range(rng, p), *valid)
+    )
+    return union_all(fresh, live).cte(name)
 
 
 def answered(calls) -> ColumnElement[bool]:
-    return calls.c.answered_at.is_not(None)
+    return calls.c.outcome == OUTCOME_ANSWERED
 
 
 def abandoned(calls) -> ColumnElement[bool]:
-    return and_(calls.c.answered_at.is_(None), calls.c.end_reason.in_(ABANDONED_REASONS))
+    return calls.c.outcome == OUTCOME_ABANDONED
 
 
 def missed(calls) -> ColumnElement[bool]:
-    return and_(calls.c.answered_at.is_(None), calls.c.end_reason.in_(MISSED_REASONS))
+    return calls.c.outcome == OUTCOME_MISSED
 
 
 def count_if(condition) -> ColumnElement[int]:
@@ -132,15 +252,17 @@ def outcome_counts(calls) -> list[ColumnElement]:
 OUTCOME_COLUMNS = ("calls_offered", "calls_answered", "calls_abandoned", "calls_missed", "voicemails")
 
 
-def in_range(rng: Range, c, all_queues: bool = False) -> list[ColumnElement[bool]]:
+def in_range(rng: Range, c, all_queues: bool = False, by_id: bool = False) -> list[ColumnElement[bool]]:
     """WHERE conditions putting a `calls` table (or alias) in range (as calls_in does). Where the local date never
     goes backwards that is exactly lo <= created_at < hi (which planners estimate well); elsewhere the local date of
-    each call in a wider window is compared."""
+    each call in a wider window is compared. `by_id`: the calls are looked up by id, so SQLite must not pick the
+    created_at index."""
+    created_at = unindexed(c.c.created_at) if by_id else c.c.created_at
     if rng.monotonic:
-        conditions = [c.c.created_at >= rng.lo, c.c.created_at < rng.hi]
+        conditions = [created_at >= rng.lo, created_at < rng.hi]
     else:
         local_day = rng.local_seconds(c.c.created_at) // 86400
-        conditions = [c.c.created_at >= rng.lo - SLACK, c.c.created_at < rng.hi + SLACK,
+        conditions = [created_at >= rng.lo - SLACK, created_at < rng.hi + SLACK,
                       local_day.between(rng.first_day, rng.last_day)]
     if rng.site_id is not None:
         conditions.append(c.c.site_id == rng.site_id)
@@ -149,6 +271,28 @@ def in_range(rng: Range, c, all_queues: bool = False) -> list[ColumnElement[bool
             conditions.append(c.c.queue_id.in_(rng.queue_ids))
         if rng.channel is not None:
             conditions.append(c.c.channel == rng.channel)
+    return conditions
+
+
+def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElement[bool]]:
+    """in_range for call_facts (or call_fact_pages / call_fact_conversions), on the integer created_us."""
+    lo, hi = rng.lo_us, rng.hi_us
+    if rng.monotonic:
+        conditions = [f.c.created_us >= lo, f.c.created_us < hi]
+    else:
+        slack = int(SLACK.total_seconds()) * US
+        local_day = rng.local_seconds_us(f.c.created_us) // 86400
+        conditions = [f.c.created_us >= lo - slack, f.c.created_us < hi + slack,
+                      local_day.between(rng.first_day, rng.last_day)]
+    if "site_id" not in f.c:  # call_fact_pages, call_fact_conversions: the range only (join call_facts for more)
+        return conditions
+    if rng.site_id is not None:
+        conditions.append(f.c.site_id == rng.site_id)
+    if not all_queues:
+        if rng.queue_ids is not None:
+            conditions.append(f.c.queue_id.in_(rng.queue_ids))
+        if rng.channel is not None:
+            conditions.append(f.c.channel == rng.channel)
     return conditions
 
 

@@ -17,10 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    OUTCOME_COLUMNS, Report, answered, calls_in, outcome_counts, ratio, spread,
+    OUTCOME_COLUMNS, Report, calls_in, outcome_counts, ratio, spread,
 )
 from analytics.reports.filters import Range, date_of
-from analytics.reports.sqltime import epoch_us
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 COUNT_COLUMNS = (*OUTCOME_COLUMNS, "answer_rate")
@@ -64,10 +63,8 @@ WAIT_TALK_COLUMNS = (
 
 async def wait_and_talk(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     calls = calls_in(rng, window)
-    waits = (select((epoch_us(calls.c.answered_at) - epoch_us(calls.c.created_at)).label("us"))
-             .where(answered(calls)).subquery())
-    talks = (select((epoch_us(calls.c.ended_at) - epoch_us(calls.c.answered_at)).label("us"))
-             .where(answered(calls), calls.c.ended_at.is_not(None)).subquery())
+    waits = select(calls.c.wait_us.label("us")).where(calls.c.wait_us.is_not(None)).subquery()
+    talks = select(calls.c.talk_us.label("us")).where(calls.c.talk_us.is_not(None)).subquery()
     wait, talk = await spread(db, waits), await spread(db, talks)
     w, t = wait.seconds(), talk.seconds()
     row = (wait.n, w["avg"], w["median"], w["p90"], w["max"],

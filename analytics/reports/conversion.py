@@ -21,11 +21,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import visitordays
-from analytics.reports.base import Report, attributions, calls_in, count_if, in_range, ratio, spread
+from analytics.reports.base import (
+    Report, attributions, calls_in, count_callers, count_if, fresh_facts, in_range, live_calls, ratio, spread,
+)
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import unindexed
 from talk.models import CallRecord, Conversion, PageEvent
@@ -34,8 +36,8 @@ from talk.models import CallRecord, Conversion, PageEvent
 async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, Any]:
     """callers, callers_converted, conversions_after_calls, revenue_after_calls, and the delays to purchase."""
     calls = calls_in(rng, window)
-    pairs = attributions(calls, window)
-    callers = await db.scalar(select(func.count(calls.c.visitor_id.distinct())))
+    pairs = attributions(rng, window)
+    callers = await db.scalar(select(count_callers(calls, live_calls(rng, window, name="callers_live"))))
     converted = await db.scalar(select(func.count(pairs.c.visitor_id.distinct())))
     distinct = select(pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
     conversions, revenue_cents = (await db.execute(
@@ -45,32 +47,56 @@ async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dic
             "revenue_cents": int(revenue_cents), "delays": await spread(db, delays)}
 
 
-async def non_caller_figures(db: AsyncSession, rng: Range) -> dict[str, int]:
+async def non_caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, int]:
     """non_callers = seen − seen∧called, non_callers_converted = seen∧bought − seen∧bought∧called, for (site,
     visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py), the three others by probing the
     rollup for the range's callers and buyers only, never reading the range's page views."""
     seen = None if rng.recount else await visitordays.visitors_seen(db, rng.lo, rng.hi, rng.site_id)
     if seen is None:
         return await non_caller_recount(db, rng)
-    c, conv = CallRecord.__table__.alias("c"), Conversion.__table__
+    conv = Conversion.__table__
 
     def viewed(pairs):
         return visitordays.viewed_between(pairs.c.site_id, pairs.c.visitor_id, rng.lo, rng.hi)
 
-    def called(pairs):
-        return exists().where(c.c.visitor_id == pairs.c.visitor_id, unindexed(c.c.site_id) == pairs.c.site_id,
-                              *in_range(rng, c, all_queues=True))  # a probe of ix_calls_visitor_id
-
-    callers = select(c.c.site_id, c.c.visitor_id).where(*in_range(rng, c, all_queues=True)).distinct().subquery()
-    seen_called = await db.scalar(select(count_if(viewed(callers))).select_from(callers))
+    everyone = calls_in(rng, window, all_queues=True, name="everyone")
+    live = live_calls(rng, window, all_queues=True, name="everyone_live_calls")
+    seen_called = await db.scalar(_seen_callers(rng, everyone, live))
     bought = select(conv.c.site_id, conv.c.visitor_id).where(conv.c.ts >= rng.lo, conv.c.ts < rng.hi)
     if rng.site_id is not None:
         bought = bought.where(conv.c.site_id == rng.site_id)
-    buyers = bought.distinct().subquery()
+    buyers = bought.distinct().subquery("buyers")
+    looked = (select(case((viewed(buyers), 1), else_=0).label("viewed"),
+                     case((_called(rng, buyers, live), 1), else_=0).label("called"))
+              .offset(0).subquery())  # (OFFSET 0: SQLite would copy the probe into both sums, running it twice)
     seen_bought, seen_bought_called = (await db.execute(
-        select(count_if(viewed(buyers)), count_if(and_(viewed(buyers), called(buyers)))).select_from(buyers))).one()
+        select(func.coalesce(func.sum(looked.c.viewed), 0),
+               func.coalesce(func.sum(looked.c.viewed * looked.c.called), 0)))).one()
     return {"non_callers": seen - int(seen_called),
             "non_callers_converted": int(seen_bought) - int(seen_bought_called)}
+
+
+def _seen_callers(rng: Range, everyone, live):
+    """How many (site, visitor) of calls in range (any queue) have a page view in [lo, hi): where the range is
+    [lo, hi) itself, from the calls' seen_before_us / seen_after_us (a call in [lo, hi) whose visitor's page view
+    nearest before it is >= lo, or nearest after it < hi, has one, and no other can); elsewhere by probing the
+    rollup."""
+    if rng.monotonic:
+        seen = or_(everyone.c.seen_before_us >= rng.lo_us, everyone.c.seen_after_us < rng.hi_us)
+    else:
+        seen = visitordays.viewed_between(everyone.c.site_id, everyone.c.visitor_id, rng.lo, rng.hi)
+    pair = cast(everyone.c.site_id, String) + literal(" ") + everyone.c.visitor_id
+    return select(count_callers(everyone, live, key=pair)).where(seen)
+
+
+def _called(rng: Range, buyers, live):
+    """SQL: the buyer (site, visitor) has a call in range on the site (any queue): a probe of the call facts'
+    visitor index, or among the calls computed from raw rows."""
+    called = tuple_(buyers.c.site_id, buyers.c.visitor_id).in_(select(live.c.site_id, live.c.visitor_id))
+    if not rng.facts:
+        return called
+    f, valid = fresh_facts(rng, all_queues=True)
+    return or_(exists().where(f.c.visitor_id == buyers.c.visitor_id, f.c.site_id == buyers.c.site_id, *valid), called)
 
 
 async def non_caller_recount(db: AsyncSession, rng: Range) -> dict[str, int]:
@@ -104,7 +130,7 @@ CONVERSION_COLUMNS = (
 
 async def conversion(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     callers = await caller_figures(db, rng, window)
-    others = await non_caller_figures(db, rng)
+    others = await non_caller_figures(db, rng, window)
     offered = await db.scalar(select(func.count()).select_from(calls_in(rng, window)))
     delays = callers["delays"].seconds()
     row = (

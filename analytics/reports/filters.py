@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import case, literal_column, select
+from sqlalchemy import BigInteger, case, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.sqltime import epoch_seconds
-from talk.models import Queue, Site
+from talk.models import CallFactsMeta, Queue, Site
 
 CHANNELS = ("agent", "seller")
 MAX_DAYS = 400
@@ -33,9 +33,11 @@ DEFAULT_DAYS = 30
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 EPOCH_DATE = date(1970, 1, 1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Instants whose local date is in range lie within this much of [lo, hi) (UTC offsets stay within ±26 hours).
 SLACK = timedelta(days=2)
 SAMPLE = timedelta(hours=1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 class FilterError(ValueError):
@@ -126,6 +128,11 @@ def offset_segments(tz: str, lo: datetime, hi: datetime) -> tuple[int, list[tupl
     return first, changes
 
 
+def epoch_us_of(instant: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC of an aware datetime, exactly."""
+    return (instant - EPOCH) // timedelta(microseconds=1)
+
+
 def day_number(day: date) -> int:
     return (day - EPOCH_DATE).days
 
@@ -151,6 +158,17 @@ class Range:
     monotonic: bool = True
     # Count from the raw rows only, never from a rollup (the check that rollups equal a full recount).
     recount: bool = False
+    # The call facts (analytics/callfacts.py) were computed with the report's attribution window: calls whose facts
+    # are not stale may be read from them.
+    facts: bool = False
+
+    @property
+    def lo_us(self) -> int:
+        return epoch_us_of(self.lo)
+
+    @property
+    def hi_us(self) -> int:
+        return epoch_us_of(self.hi)
 
     @property
     def channel(self) -> str | None:
@@ -175,6 +193,18 @@ class Range:
         """SQL: seconds since 1970-01-01 00:00 of the local wall clock at `ts` (rounded down)."""
         return epoch_seconds(ts) + self.offset(ts)
 
+    def local_seconds_us(self, us):
+        """The same for an integer column of epoch microseconds (integer arithmetic only: no date parsing)."""
+        if not self.changes:
+            offset = literal_column(str(self.offset0))
+        else:
+            whens, previous = [], self.offset0
+            for instant, changed in self.changes:
+                whens.append((us < epoch_us_of(instant), literal_column(str(previous))))
+                previous = changed
+            offset = case(*whens, else_=literal_column(str(previous)))
+        return us // literal_column("1000000", BigInteger()) + offset
+
     def local_day(self, ts):
         return self.local_seconds(ts) // 86400
 
@@ -182,8 +212,10 @@ class Range:
         return [date_of(n) for n in range(self.first_day, self.last_day + 1)]
 
 
-async def resolve(db: AsyncSession, filters: ReportFilters, recount: bool = False) -> Range:
-    """Bounds and ids for the filters; UnknownFilter for a site key or queue name that does not exist."""
+async def resolve(db: AsyncSession, filters: ReportFilters, recount: bool = False,
+                  window: timedelta | None = None) -> Range:
+    """Bounds and ids for the filters; UnknownFilter for a site key or queue name that does not exist. `window`:
+    the attribution window of the report, for whether the call facts can serve it."""
     lo, hi = bounds(filters.start, filters.end, filters.tz)
     site_id = None
     if filters.site is not None:
@@ -200,8 +232,11 @@ async def resolve(db: AsyncSession, filters: ReportFilters, recount: bool = Fals
             where = f" on site {filters.site!r}" if filters.site else ""
             raise UnknownFilter(f"queue: no queue named {filters.queue!r}{where}")
     offset0, changes = offset_segments(filters.tz, lo - SLACK - SAMPLE, hi + SLACK + SAMPLE)
+    facts = False
+    if not recount and window is not None:
+        facts = await db.scalar(select(CallFactsMeta.window_us).where(CallFactsMeta.id == 1)) == window // MICROSECOND
     return Range(filters, lo, hi, day_number(filters.start), day_number(filters.end), site_id, queue_ids,
-                 offset0, tuple(changes), dates_monotonic(offset0, changes), recount)
+                 offset0, tuple(changes), dates_monotonic(offset0, changes), recount, facts)
 
 
 def dates_monotonic(offset0: int, changes: list[tuple[datetime, int]]) -> bool:

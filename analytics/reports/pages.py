@@ -24,22 +24,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, desc, exists, func, literal, select, true
+from sqlalchemy import and_, case, desc, func, literal_column, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.base import Report, attributions, calls_in, count_if, ratio
+from analytics.reports.base import (
+    Report, attributions, calls_in, count_callers, count_if, facts_in_range, fresh_facts, live_calls, own_landing_view, ratio,
+)
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
-from analytics.reports.sqltime import binary, later, position, unindexed
-from talk.models import PageEvent
+from analytics.reports.sqltime import binary, later, unindexed
+from talk.models import CallFactPage, PageEvent
 
 PAGE_COLUMNS = ("path", "views", "calls", "callers", "calls_converted", "conversion_rate")
-TALK_CALL = "talk_call="
-
-
-def _own_landing_view(event, calls):
-    """The page view is of the landing page this call sent the caller to (the call API leaves it out)."""
-    return position(event.c.url, literal(TALK_CALL) + calls.c.id) > 0
 
 
 def _views(db: AsyncSession, conditions: list) -> tuple:
@@ -53,53 +49,90 @@ def _views(db: AsyncSession, conditions: list) -> tuple:
     return e, and_(*conditions)
 
 
-def _journeys(rng: Range, window: timedelta):
-    """The calls in range made with consent. OFFSET 0 keeps both engines from merging this subquery into the join
-    with the page views, which would evaluate `converted` (an EXISTS) once per page view joined, not once per call.
-    (Joining the set of converted calls instead is no better on SQLite, and on PostgreSQL a generic plan, which a
-    prepared statement gets after five runs, expects a few dozen calls in range and loops over that set per row.)"""
-    calls = calls_in(rng, window)
+def _live_journeys(calls):
+    """The calls of `calls` (live_calls) made with consent. OFFSET 0 keeps both engines from merging this subquery
+    into the join with the page views, which would evaluate `converted` (an EXISTS) once per page view joined, not
+    once per call."""
     return (select(calls.c.id, calls.c.site_id, calls.c.session_id, calls.c.visitor_id, calls.c.created_at,
                    calls.c.ended_at, calls.c.converted)
             .where(calls.c.has_journey.is_(True)).offset(0).subquery("journeys"))
 
 
-async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, name: str) -> Report:
+def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after: int):
+    """(path, event_id, call_id, visitor_id, converted, first_in_call, event_shared, visitor_shared, live) of each
+    page view matching(events, calls) of the calls in range made with consent: from
+    call_fact_pages for calls with valid facts (flags: analytics/callpages.py), looked up in the page views for the
+    others (`live` 1: their rows count as shared, so they are counted DISTINCT). Also the looked-up part alone."""
+    journeys = _live_journeys(live_calls(rng, window))
+    view, on = _views(db, matching(PageEvent.__table__, journeys))
+    one = literal_column("1")
+    looked_up = (select(view.c.path, view.c.id.label("event_id"), journeys.c.id.label("call_id"),
+                        journeys.c.visitor_id, journeys.c.converted, literal_column("0").label("first_in_call"),
+                        one.label("event_shared"), one.label("visitor_shared"), one.label("live"))
+                 .select_from(journeys).join(view, on))
+    if not rng.facts:
+        return looked_up, looked_up
+    f, valid = fresh_facts(rng)
+    p = CallFactPage.__table__
+    stored = (select(p.c.path, p.c.event_id, f.c.call_id, f.c.visitor_id, f.c.converted, p.c.first_in_call,
+                     p.c.event_shared, p.c.visitor_shared, literal_column("0").label("live"))
+              .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
+              .where(p.c.after == after, *facts_in_range(rng, p), *valid))
+    return union_all(stored, looked_up), looked_up
+
+
+def _counts(views, live) -> list:
+    """views, calls, callers, calls_converted of the rows of `views` (call_views) per group: rows that are unique
+    (by their flags) counted plainly, the others DISTINCT. `live`: the looked-up rows, whose page views and visitors
+    make stored rows sharing them count DISTINCT too."""
+    u = views.c
+    stored_first = and_(u.live == 0, u.first_in_call == 1)
+    event_distinct = or_(u.event_shared == 1, u.event_id.in_(select(live.c.event_id)))
+    visitor_distinct = or_(u.visitor_shared == 1, u.visitor_id.in_(select(live.c.visitor_id)))
+    return [
+        (count_if(~event_distinct) + func.count(case((event_distinct, u.event_id)).distinct())).label("views"),
+        (count_if(stored_first) + func.count(binary(case((u.live == 1, u.call_id))).distinct())).label("calls"),
+        (count_if(and_(u.first_in_call == 1, ~visitor_distinct))
+         + func.count(binary(case((visitor_distinct, u.visitor_id))).distinct())).label("callers"),
+        (count_if(and_(stored_first, u.converted == 1))
+         + func.count(binary(case((and_(u.live == 1, u.converted == 1), u.call_id))).distinct()))
+        .label("calls_converted"),
+    ]
+
+
+async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, after: int, name: str) -> Report:
     """The report on the page views matching(events, calls) of the calls in range made with consent."""
-    calls = _journeys(rng, window)
-    view, on = _views(db, matching(PageEvent.__table__, calls))
-    # Texts grouped and counted distinct under byte-wise collation: the same groups (equal means equal bytes either
-    # way), but PostgreSQL's sorts for them compare bytes instead of calling the locale's strcoll (10-20% faster).
-    path = binary(view.c.path).label("path")
-    statement = (
-        select(path, func.count(view.c.id.distinct()).label("views"),
-               func.count(binary(calls.c.id).distinct()).label("calls"),
-               func.count(binary(calls.c.visitor_id).distinct()).label("callers"),
-               func.count(binary(case((calls.c.converted == 1, calls.c.id))).distinct()).label("calls_converted"))
-        .select_from(calls).join(view, on)
-        .group_by(path)
-        .order_by(desc("calls"), desc("views"), path)
-        .limit(rng.limit)
-    )
+    rows, looked_up = call_views(db, rng, window, matching, after)
+    views, live = rows.subquery("call_views"), looked_up.subquery("live_views")
+    # Paths grouped under byte-wise collation: the same groups (equal means equal bytes either way), but
+    # PostgreSQL's sorts for them compare bytes instead of calling the locale's strcoll (10-20% faster).
+    path = binary(views.c.path).label("path")
+    statement = (select(path, *_counts(views, live)).group_by(path)
+                 .order_by(desc("calls"), desc("views"), path).limit(rng.limit))
     rows = [(r.path, int(r.views), int(r.calls), int(r.callers), int(r.calls_converted),
              ratio(r.calls_converted, r.calls)) for r in await db.execute(statement)]
     return Report(name, PAGE_COLUMNS, rows)
 
 
-async def pages_before(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    def before(e, calls) -> list:
-        return [unindexed(e.c.site_id) == calls.c.site_id, e.c.session_id == calls.c.session_id,
-                e.c.ts <= calls.c.created_at]
+def viewed_before(e, calls) -> list:
+    return [unindexed(e.c.site_id) == calls.c.site_id, e.c.session_id == calls.c.session_id,
+            e.c.ts <= calls.c.created_at]
 
-    return await _pages(db, rng, window, before, "pages_before")
+
+def viewed_after(window: timedelta):
+    def after(e, calls) -> list:
+        return [unindexed(e.c.site_id) == calls.c.site_id, e.c.visitor_id == calls.c.visitor_id,
+                e.c.ts > calls.c.ended_at, e.c.ts <= later(calls.c.ended_at, window), ~own_landing_view(e, calls)]
+
+    return after
+
+
+async def pages_before(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    return await _pages(db, rng, window, viewed_before, 0, "pages_before")
 
 
 async def pages_after(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    def after(e, calls) -> list:
-        return [unindexed(e.c.site_id) == calls.c.site_id, e.c.visitor_id == calls.c.visitor_id,
-                e.c.ts > calls.c.ended_at, e.c.ts <= later(calls.c.ended_at, window), ~_own_landing_view(e, calls)]
-
-    return await _pages(db, rng, window, after, "pages_after")
+    return await _pages(db, rng, window, viewed_after(window), 1, "pages_after")
 
 
 LANDING_COLUMNS = (
@@ -108,33 +141,25 @@ LANDING_COLUMNS = (
 )
 
 
-def landing_page(calls):
-    """SQL: the call's landing URL without the `talk_call` parameter Talk appends last (with its '?' or '&')."""
-    at = position(calls.c.landing_url, literal(TALK_CALL))
-    return case((at > 1, func.substr(calls.c.landing_url, 1, at - 2)), else_=calls.c.landing_url)
-
-
 async def landing_pages(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     calls = calls_in(rng, window)
-    e = PageEvent.__table__
-    page = landing_page(calls).label("page")
-    landed = exists().where(unindexed(e.c.site_id) == calls.c.site_id, e.c.visitor_id == calls.c.visitor_id,
-                            _own_landing_view(e, calls))
+    page = calls.c.landing_page.label("page")
     statement = (
-        select(page, func.count().label("calls"), func.count(calls.c.visitor_id.distinct()).label("callers"),
-               count_if(and_(calls.c.has_journey.is_(True), landed)).label("landed"),
+        select(page, func.count().label("calls"),
+               count_callers(calls, live_calls(rng, window, name="landing_live")).label("callers"),
+               func.coalesce(func.sum(calls.c.landed), 0).label("landed"),
                func.count(calls.c.rating).label("responses"),
                func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum"),
                func.coalesce(func.sum(calls.c.converted), 0).label("converted"))
-        .where(calls.c.landing_url.is_not(None))
+        .where(calls.c.landing_page.is_not(None))
         .group_by(page)
         .order_by(desc("calls"), binary(page))
         .limit(rng.limit)
     )
     found = (await db.execute(statement)).all()
-    pairs = attributions(calls, window, landing_page(calls).label("page"))
-    keyed = (select(pairs.c.page, pairs.c.conversion_id, pairs.c.cents)
-             .where(pairs.c.page.is_not(None)).distinct().subquery())
+    pairs = attributions(rng, window, "landing_page")
+    keyed = (select(pairs.c.landing_page.label("page"), pairs.c.conversion_id, pairs.c.cents)
+             .where(pairs.c.landing_page.is_not(None)).distinct().subquery())
     money_of = {r.page: (int(r.n), int(r.cents)) for r in await db.execute(
         select(keyed.c.page, func.count().label("n"), func.sum(keyed.c.cents).label("cents")).group_by(keyed.c.page))}
     rows = []

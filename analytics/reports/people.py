@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, desc, func, literal, select
+from sqlalchemy import case, desc, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import Report, answered, attributions, calls_in, count_if, ratio, seconds
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
-from analytics.reports.sqltime import binary, epoch_us
+from analytics.reports.sqltime import binary
 from talk.models import Account, Queue, SurveyAnswer
 
 RATINGS = (1, 2, 3, 4, 5)
@@ -73,7 +73,7 @@ async def survey_comments(db: AsyncSession, rng: Range, window: timedelta) -> Re
                calls.c.person_id, a.c.name.label("person_name"))
         .select_from(calls).join(sa, sa.c.call_id == calls.c.id).join(q, q.c.id == calls.c.queue_id)
         .outerjoin(a, a.c.id == calls.c.person_id)
-        .where(sa.c.comment.is_not(None))
+        .where(calls.c.commented == 1, sa.c.comment.is_not(None))
         .order_by(desc(sa.c.created_at), desc(binary(calls.c.id)))
         .limit(rng.limit)
     )
@@ -91,8 +91,8 @@ PEOPLE_COLUMNS = (
 async def people(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     calls = calls_in(rng, window)
     a = Account.__table__
-    talked = and_(answered(calls), calls.c.ended_at.is_not(None))
-    talk_us = epoch_us(calls.c.ended_at) - epoch_us(calls.c.answered_at)
+    talked = calls.c.talk_us.is_not(None)
+    talk_us = calls.c.talk_us
     statement = (
         select(calls.c.channel, calls.c.person_id, a.c.name, func.count().label("calls"),
                count_if(answered(calls)).label("answered"), count_if(talked).label("talked"),
@@ -104,7 +104,7 @@ async def people(db: AsyncSession, rng: Range, window: timedelta) -> Report:
         .group_by(calls.c.channel, calls.c.person_id, a.c.name)
     )
     found = (await db.execute(statement)).all()
-    pairs = attributions(calls, window, calls.c.channel, calls.c.person_id)
+    pairs = attributions(rng, window, "channel", "person_id")
     keyed = select(pairs.c.channel, pairs.c.person_id, pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
     money_of = {(r.channel, r.person_id): (int(r.n), int(r.cents)) for r in await db.execute(
         select(keyed.c.channel, keyed.c.person_id, func.count().label("n"), func.sum(keyed.c.cents).label("cents"))

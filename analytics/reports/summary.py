@@ -32,7 +32,7 @@ async def summary(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     offered, answered, abandoned, missed, voicemails = (int(getattr(counts, name)) for name in OUTCOME_COLUMNS)
     responses, rating_sum = int(counts.responses), int(counts.rating_sum)
     callers = await caller_figures(db, rng, window)
-    others = await non_caller_figures(db, rng)
+    others = await non_caller_figures(db, rng, window)
     row = (
         offered, answered, abandoned, missed, voicemails, ratio(answered, offered),
         callers["callers"], callers["callers_converted"], ratio(callers["callers_converted"], callers["callers"]),

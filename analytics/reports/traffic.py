@@ -23,15 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, true
+from sqlalchemy import and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.base import Report, attributed_to, calls_in, cents, ratio
+from analytics.reports.base import (
+    Report, attributed_to, cents, count_callers, facts_in_range, fresh_facts, live_calls, ratio,
+)
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import unindexed
 from analytics.sources import classify_source
-from talk.models import Conversion, PageEvent
+from talk.models import CallFactConversion, Conversion, PageEvent
 
 GROUP_COLUMNS = ("calls", "callers", "calls_converted", "conversion_rate", "conversions", "revenue")
 
@@ -48,7 +50,7 @@ class _Group:
                 len(self.conversions), money(sum(self.conversions.values())))
 
 
-def _first_view(db: AsyncSession, calls, columns: list[str]):
+def first_view(db: AsyncSession, calls, columns: list[str]):
     """`columns` of the call's session's first page view (by ts, then id) as a selectable to outer-join to `calls`,
     and the ON clause. One index probe per call (ix_events_session_ts) rather than joining every view of the
     sessions: on PostgreSQL a LATERAL subquery (a join `ON id = (subquery)` is planned as a hash join over all page
@@ -63,14 +65,14 @@ def _first_view(db: AsyncSession, calls, columns: list[str]):
     return e, e.c.id == first.with_only_columns(f.c.id).scalar_subquery()
 
 
-def _calls_viewed(db: AsyncSession, rng: Range, window: timedelta, *inputs: str):
-    """The calls in range with `inputs` (columns of `calls` or of the first page view, by name: None without one)
-    and the conversions attributed to them: rows (call id, visitor id, *inputs, conversion id, cents), one per call
-    and conversion (conversion id NULL for a call without). Also the first view's selectable, for WHERE terms."""
-    calls = calls_in(rng, window)
-    view, on = _first_view(db, calls, [name for name in inputs if name not in calls.c])
+def _calls_viewed(db: AsyncSession, calls, window: timedelta, *inputs: str):
+    """The calls of `calls` (live_calls: without valid facts) with `inputs` (has_journey, or columns of the first page view, by
+    name: None without one) and the conversions attributed to them: rows (call id, visitor id, *inputs, conversion
+    id, cents), one per call and conversion (conversion id NULL for a call without). Also the first view's
+    selectable, for WHERE terms."""
+    view, on = first_view(db, calls, [name for name in inputs if name != "has_journey"])
     conv = Conversion.__table__
-    columns = [calls.c[name] if name in calls.c else view.c[name] for name in inputs]
+    columns = [calls.c[name] if name == "has_journey" else view.c[name] for name in inputs]
     statement = (
         select(calls.c.id, calls.c.visitor_id, *columns, conv.c.id, cents(conv.c.value))
         .select_from(calls).outerjoin(view, on).outerjoin(conv, attributed_to(conv, calls, window))
@@ -102,7 +104,79 @@ async def _groups(db: AsyncSession, statement, key: Callable[..., tuple]) -> dic
     return groups
 
 
-def _source(has_journey: bool, url: str | None, referrer: str | None, utm_source: str | None,
+@dataclass
+class _Stored:
+    """A group's figures over the calls with stored facts: counts, and which of the other calls' visitors and
+    conversions it has already (so merging counts each once)."""
+
+    calls: int = 0
+    callers: int = 0
+    converted: int = 0
+    conversions: int = 0
+    cents: int = 0
+    shared_callers: set = field(default_factory=set)
+    shared_conversions: set = field(default_factory=set)
+
+
+async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta, keys: list[str],
+                         where: Callable = lambda f: []) -> dict[tuple, _Stored]:
+    """The calls in range with valid facts grouped by their columns `keys` in SQL (`where(call_facts)`: more
+    terms), and what they share with the calls of `calls` (live_calls): their visitors and conversions."""
+    out: dict[tuple, _Stored] = defaultdict(_Stored)
+    f, valid = fresh_facts(rng)
+    valid = [*valid, *where(f)]
+    key_columns = [f.c[k] for k in keys]
+    for *key, n, callers, converted in await db.execute(
+            select(*key_columns, func.count(), count_callers(f, calls), func.sum(f.c.converted))
+            .where(*valid).group_by(*key_columns)):
+        group = out[tuple(key)]
+        group.calls, group.callers, group.converted = int(n), int(callers), int(converted)
+    p = CallFactConversion.__table__
+    stored_pairs = (select(*key_columns, p.c.conversion_id, p.c.cents)
+                    .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
+                    .where(*facts_in_range(rng, p), *valid).distinct().subquery())
+    pair_keys = [stored_pairs.c[k] for k in keys]
+    for *key, n, total in await db.execute(
+            select(*pair_keys, func.count(), func.sum(stored_pairs.c.cents)).group_by(*pair_keys)):
+        group = out[tuple(key)]
+        group.conversions, group.cents = int(n), int(total)
+    # What the calls without valid facts share with these groups: their visitors and conversions.
+    conv = Conversion.__table__
+    live_visitors = select(calls.c.visitor_id)
+    for *key, visitor_id in await db.execute(
+            select(*key_columns, f.c.visitor_id).where(*valid, f.c.visitor_id.in_(live_visitors)).distinct()):
+        out[tuple(key)].shared_callers.add(visitor_id)
+    live_conversions = select(conv.c.id).select_from(calls).join(conv, attributed_to(conv, calls, window))
+    for *key, conversion_id in await db.execute(
+            select(*pair_keys, stored_pairs.c.conversion_id)
+            .where(stored_pairs.c.conversion_id.in_(live_conversions))):
+        out[tuple(key)].shared_conversions.add(conversion_id)
+    return out
+
+
+def _merged(stored: dict[tuple, _Stored], live: dict[tuple, _Group]) -> dict[tuple, _Group | _Stored]:
+    """The groups of both kinds of calls, each visitor and conversion counted once per group."""
+    merged: dict[tuple, _Group | _Stored] = dict(stored)
+    for key, group in live.items():
+        if key not in stored:
+            merged[key] = group
+            continue
+        both = stored[key]
+        new_conversions = {cid: c for cid, c in group.conversions.items() if cid not in both.shared_conversions}
+        merged[key] = _Stored(both.calls + group.calls, both.callers + len(group.callers - both.shared_callers),
+                              both.converted + group.converted, both.conversions + len(new_conversions),
+                              both.cents + sum(new_conversions.values()))
+    return merged
+
+
+def _figures(group: _Group | _Stored) -> tuple:
+    if isinstance(group, _Group):
+        return group.figures()
+    return (group.calls, group.callers, group.converted, ratio(group.converted, group.calls), group.conversions,
+            money(group.cents))
+
+
+def source_of(has_journey: bool, url: str | None, referrer: str | None, utm_source: str | None,
             utm_medium: str | None, click_id_type: str | None) -> tuple[str, str | None]:
     if not has_journey:
         return "no_consent", None
@@ -112,25 +186,32 @@ def _source(has_journey: bool, url: str | None, referrer: str | None, utm_source
     return found["kind"], found["source"]
 
 
-def _top(groups: dict[tuple, _Group], limit: int) -> list[tuple]:
+SOURCE_INPUTS = ("has_journey", "url", "referrer", "utm_source", "utm_medium", "click_id_type")
+
+
+def _top(groups: dict[tuple, _Group | _Stored], limit: int) -> list[tuple]:
     def order(item):
         key, group = item
         return (-group.calls, tuple((value is None, value or "") for value in key))
 
-    return [(*key, *group.figures()) for key, group in sorted(groups.items(), key=order)[:limit]]
+    return [(*key, *_figures(group)) for key, group in sorted(groups.items(), key=order)[:limit]]
 
 
 async def sources(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    calls = live_calls(rng, window)
     # What classify_source reads (the campaign only goes into its result, not into kind or source).
-    statement, _ = _calls_viewed(db, rng, window, "has_journey", "url", "referrer", "utm_source", "utm_medium",
-                                 "click_id_type")
-    groups = await _groups(db, statement, _source)
-    return Report("sources", ("kind", "source", *GROUP_COLUMNS), _top(groups, rng.limit))
+    statement, _ = _calls_viewed(db, calls, window, *SOURCE_INPUTS)
+    live = await _groups(db, statement, source_of)
+    stored = await _stored_groups(db, rng, calls, window, ["source_kind", "source"]) if rng.facts else {}
+    return Report("sources", ("kind", "source", *GROUP_COLUMNS), _top(_merged(stored, live), rng.limit))
 
 
 async def campaigns(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    statement, view = _calls_viewed(db, rng, window, "utm_source", "utm_medium", "utm_campaign")
+    calls = live_calls(rng, window)
+    statement, view = _calls_viewed(db, calls, window, "utm_source", "utm_medium", "utm_campaign")
     statement = statement.where(view.c.utm_campaign.is_not(None))  # (never without consent: no view joined)
-    groups = await _groups(db, statement, lambda *utm: utm)
+    live = await _groups(db, statement, lambda *utm: utm)
+    stored = (await _stored_groups(db, rng, calls, window, ["utm_source", "utm_medium", "utm_campaign"],
+                                   lambda f: [f.c.utm_campaign.is_not(None)]) if rng.facts else {})
     return Report("campaigns", ("utm_source", "utm_medium", "utm_campaign", *GROUP_COLUMNS),
-                  _top(groups, rng.limit))
+                  _top(_merged(stored, live), rng.limit))

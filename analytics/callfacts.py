@@ -1,0 +1,341 @@
+"""Call facts: what the reports need of each call, computed once and kept exact by triggers.
+
+A report over a year reads every call of the year, and for each one probed its survey answer, voicemails,
+conversions, session's first page view and page views before and after it: five lookups per call, seconds at 10M
+page views. `call_facts` (talk/models.py) holds those answers, one narrow row per call, with `call_fact_pages` (the
+page views before and after each call) and `call_fact_conversions` (the conversions attributed to it), so a report
+is an aggregate over rows of the range.
+
+Exactness: a call's facts are valid only while the call is not in `call_facts_stale`. Database triggers (below)
+put a call there in the same transaction as any write its facts are computed from — the call row itself, a page view
+or conversion of its visitor or session, its survey answer, its voicemails, its queue's seller — whichever code
+path writes (the event writer's own sqlite3 connection, asyncpg COPY, the ORM, the CLI). The reports
+(analytics/reports/base.py's `calls_in`) read valid facts for the calls that have them and compute the stale ones
+from the raw rows with the same expressions, in one snapshot: the figures are those of a full recount whatever the
+state of the facts. Keeping them fresh (`refresh`, run by `FactsKeeper` in the background, and by `catch_up` after
+a bulk load or an upgrade) only decides how much is computed from raw rows at read time.
+
+The facts depend on the attribution window (conversions and pages after a call); `call_facts_meta` records the
+window they were computed with, and reports asked with another window compute everything from the raw rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+from aiohttp import web
+from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from analytics.callpages import store_pages
+from analytics.reports.base import attributed_to, cents, fact_sources, live_facts
+from analytics.reports.sqltime import epoch_us
+from analytics.reports.traffic import SOURCE_INPUTS, first_view, source_of
+from talk.models import (
+    CallFactConversion, CallFactPage, CallFacts, CallFactsMeta, CallFactsStale, CallRecord, Conversion,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # calls per refresh transaction: short enough not to hold SQLite's write lock for long
+INTERVAL = 1.0  # seconds between the keeper's rounds
+MICROSECOND = timedelta(microseconds=1)
+REFRESH_LOCK = 0x7A1C_FAC7  # PostgreSQL advisory lock key of refresh
+
+# ----- triggers -----
+
+# SQLite: row triggers. `+site_id`: without ANALYZE statistics SQLite could pick the site index (every call of the
+# site) over the visitor's or session's.
+_SQLITE_CALLS_OF_VISITOR = ("INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls "
+                            "WHERE visitor_id = {row}.visitor_id AND +site_id = {row}.site_id;")
+_SQLITE_CALLS_OF_SESSION = ("INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls "
+                            "WHERE session_id = {row}.session_id AND +site_id = {row}.site_id;")
+_SQLITE_CALL = "INSERT OR IGNORE INTO call_facts_stale (call_id) VALUES ({row}.{column});"
+
+
+def _sqlite_triggers() -> dict[str, str]:
+    def trigger(name: str, when: str, table: str, *body: str) -> tuple[str, str]:
+        return name, f"CREATE TRIGGER {name} AFTER {when} ON {table} BEGIN {' '.join(body)} END"
+
+    return dict([
+        trigger("call_facts_calls_insert", "INSERT", "calls", _SQLITE_CALL.format(row="NEW", column="id")),
+        trigger("call_facts_calls_update", "UPDATE", "calls", _SQLITE_CALL.format(row="NEW", column="id")),
+        trigger("call_facts_calls_delete", "DELETE", "calls", _SQLITE_CALL.format(row="OLD", column="id")),
+        trigger("call_facts_events_insert", "INSERT", "events", _SQLITE_CALLS_OF_VISITOR.format(row="NEW"),
+                _SQLITE_CALLS_OF_SESSION.format(row="NEW")),
+        trigger("call_facts_events_delete", "DELETE", "events", _SQLITE_CALLS_OF_VISITOR.format(row="OLD"),
+                _SQLITE_CALLS_OF_SESSION.format(row="OLD")),
+        trigger("call_facts_conversions_insert", "INSERT", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="NEW")),
+        trigger("call_facts_conversions_update", "UPDATE", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="OLD"),
+                _SQLITE_CALLS_OF_VISITOR.format(row="NEW")),
+        trigger("call_facts_conversions_delete", "DELETE", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="OLD")),
+        trigger("call_facts_surveys_insert", "INSERT", "survey_answers", _SQLITE_CALL.format(row="NEW", column="call_id")),
+        trigger("call_facts_surveys_update", "UPDATE", "survey_answers", _SQLITE_CALL.format(row="NEW", column="call_id")),
+        trigger("call_facts_surveys_delete", "DELETE", "survey_answers", _SQLITE_CALL.format(row="OLD", column="call_id")),
+        trigger("call_facts_voicemails_insert", "INSERT", "voicemails", _SQLITE_CALL.format(row="NEW", column="call_id")),
+        trigger("call_facts_voicemails_delete", "DELETE", "voicemails", _SQLITE_CALL.format(row="OLD", column="call_id")),
+        trigger("call_facts_queues_update", "UPDATE OF seller_id", "queues",
+                "INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls WHERE queue_id = NEW.id;"),
+    ])
+
+
+# PostgreSQL: page views arrive by the thousand per statement (the event writer's groups, COPY): one statement-level
+# trigger per statement over its transition table. The rest are rows one at a time. Ids are inserted in order, so two
+# transactions marking the same calls take their locks in the same order. A call already stale is marked again with
+# an update, not skipped: the row lock it takes until the writer commits makes refresh pass the call by (SKIP LOCKED)
+# instead of computing it without the writer's rows and taking it off the list (tests/integration/test_callfacts.py).
+_MARKED = "ON CONFLICT (call_id) DO UPDATE SET call_id = EXCLUDED.call_id"
+_PG_FUNCTIONS = {
+    "call_facts_mark_call": """
+        BEGIN
+          IF TG_TABLE_NAME = 'calls' AND TG_OP = 'DELETE' THEN
+            INSERT INTO call_facts_stale (call_id) VALUES (OLD.id) {MARKED};
+          ELSIF TG_TABLE_NAME = 'calls' THEN
+            INSERT INTO call_facts_stale (call_id) VALUES (NEW.id) {MARKED};
+          ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO call_facts_stale (call_id) VALUES (OLD.call_id) {MARKED};
+          ELSE
+            INSERT INTO call_facts_stale (call_id) VALUES (NEW.call_id) {MARKED};
+          END IF;
+          RETURN NULL;
+        END""",
+    "call_facts_mark_visitor": """
+        BEGIN
+          IF TG_OP <> 'INSERT' THEN
+            INSERT INTO call_facts_stale (call_id) SELECT id FROM calls
+            WHERE visitor_id = OLD.visitor_id AND site_id = OLD.site_id ORDER BY id {MARKED};
+          END IF;
+          IF TG_OP <> 'DELETE' THEN
+            INSERT INTO call_facts_stale (call_id) SELECT id FROM calls
+            WHERE visitor_id = NEW.visitor_id AND site_id = NEW.site_id ORDER BY id {MARKED};
+          END IF;
+          RETURN NULL;
+        END""",
+    "call_facts_mark_views": """
+        BEGIN
+          INSERT INTO call_facts_stale (call_id)
+          SELECT c.id FROM (SELECT DISTINCT site_id, visitor_id FROM changed) v
+            JOIN calls c ON c.visitor_id = v.visitor_id AND c.site_id = v.site_id
+          UNION
+          SELECT c.id FROM (SELECT DISTINCT site_id, session_id FROM changed) s
+            JOIN calls c ON c.session_id = s.session_id AND c.site_id = s.site_id
+          ORDER BY 1 {MARKED};
+          RETURN NULL;
+        END""",
+    "call_facts_mark_queue": """
+        BEGIN
+          IF NEW.seller_id IS DISTINCT FROM OLD.seller_id THEN
+            INSERT INTO call_facts_stale (call_id) SELECT id FROM calls WHERE queue_id = NEW.id ORDER BY id
+            {MARKED};
+          END IF;
+          RETURN NULL;
+        END""",
+}
+_PG_TRIGGERS = {
+    "call_facts_calls_insert": "AFTER INSERT ON calls FOR EACH ROW EXECUTE FUNCTION call_facts_mark_call()",
+    "call_facts_calls_update": "AFTER UPDATE ON calls FOR EACH ROW EXECUTE FUNCTION call_facts_mark_call()",
+    "call_facts_calls_delete": "AFTER DELETE ON calls FOR EACH ROW EXECUTE FUNCTION call_facts_mark_call()",
+    "call_facts_events_insert": ("AFTER INSERT ON events REFERENCING NEW TABLE AS changed FOR EACH STATEMENT "
+                                 "EXECUTE FUNCTION call_facts_mark_views()"),
+    "call_facts_events_delete": ("AFTER DELETE ON events REFERENCING OLD TABLE AS changed FOR EACH STATEMENT "
+                                 "EXECUTE FUNCTION call_facts_mark_views()"),
+    "call_facts_conversions": ("AFTER INSERT OR UPDATE OR DELETE ON conversions FOR EACH ROW "
+                               "EXECUTE FUNCTION call_facts_mark_visitor()"),
+    "call_facts_surveys": ("AFTER INSERT OR UPDATE OR DELETE ON survey_answers FOR EACH ROW "
+                           "EXECUTE FUNCTION call_facts_mark_call()"),
+    "call_facts_voicemails": ("AFTER INSERT OR DELETE ON voicemails FOR EACH ROW "
+                              "EXECUTE FUNCTION call_facts_mark_call()"),
+    "call_facts_queues": "AFTER UPDATE ON queues FOR EACH ROW EXECUTE FUNCTION call_facts_mark_queue()",
+}
+
+
+def trigger_statements(dialect: str) -> list[str]:
+    """DDL creating the triggers that mark calls stale (the migration runs it)."""
+    if dialect == "sqlite":
+        return list(_sqlite_triggers().values())
+    if dialect == "postgresql":
+        functions = [f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+                     f"AS $${body.replace('{MARKED}', _MARKED)}$$" for name, body in _PG_FUNCTIONS.items()]
+        return functions + [f"CREATE TRIGGER {name} {definition}" for name, definition in _PG_TRIGGERS.items()]
+    raise ValueError(f"call facts: no triggers for {dialect}")
+
+
+def drop_trigger_statements(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in _sqlite_triggers()]
+    table_of = {name: definition.split(" ON ")[1].split()[0] for name, definition in _PG_TRIGGERS.items()}
+    return ([f"DROP TRIGGER IF EXISTS {name} ON {table}" for name, table in table_of.items()]
+            + [f"DROP FUNCTION IF EXISTS {name}()" for name in _PG_FUNCTIONS])
+
+
+# ----- computing facts -----
+
+def window_us(window: timedelta) -> int:
+    return window // MICROSECOND
+
+
+async def use_window(db: AsyncSession, window: timedelta) -> bool:
+    """Record that facts are kept for `window`; when they were kept for another one, every call becomes stale.
+    True when that changed anything. The caller commits."""
+    meta = CallFactsMeta.__table__
+    current = await db.scalar(select(meta.c.window_us).where(meta.c.id == 1))
+    if current == window_us(window):
+        return False
+    if current is None:
+        await db.execute(insert(meta).values(id=1, window_us=window_us(window)))
+    else:
+        await db.execute(meta.update().where(meta.c.id == 1).values(window_us=window_us(window)))
+    await mark_all_stale(db)
+    return True
+
+
+async def mark_all_stale(db: AsyncSession) -> None:
+    stale, c = CallFactsStale.__table__, CallRecord.__table__
+    await db.execute(delete(stale))
+    await db.execute(insert(stale).from_select(["call_id"], select(c.c.id)))
+
+
+async def _claim(db: AsyncSession, limit: int) -> list[str]:
+    """Take up to `limit` stale calls off the list. On PostgreSQL rows another node is refreshing are skipped, and a
+    writer marking one of these calls again waits for this transaction, then marks it anew."""
+    stale = CallFactsStale.__table__
+    batch = select(stale.c.call_id).order_by(stale.c.call_id).limit(limit)
+    if db.bind.dialect.name == "postgresql":
+        batch = batch.with_for_update(skip_locked=True)
+    return list(await db.scalars(delete(stale).where(stale.c.call_id.in_(batch.scalar_subquery()))
+                                 .returning(stale.c.call_id)))
+
+
+def _facts_of(db: AsyncSession, ids: list[str], window: timedelta):
+    """The facts of the calls `ids` from their raw rows, and the inputs of their source (the session's first page
+    view) for source_of."""
+    c = CallRecord.__table__
+    names = [name for name in SOURCE_INPUTS if name != "has_journey"] + ["utm_campaign"]
+    view, on = first_view(db, c, names)
+    inputs = [c.c.has_journey.label("source_has_journey"), *(view.c[name].label(f"source_{name}") for name in names)]
+    return (select(*live_facts(window), *inputs).select_from(fact_sources().outerjoin(view, on))
+            .where(c.c.id.in_(ids)))
+
+
+def _conversions_of(ids: list[str], window: timedelta):
+    c, conv = CallRecord.__table__, Conversion.__table__
+    return (select(epoch_us(c.c.created_at), c.c.id, conv.c.id, cents(conv.c.value),
+                   epoch_us(conv.c.ts) - epoch_us(c.c.ended_at))
+            .select_from(c.join(conv, attributed_to(conv, c, window)))
+            .where(c.c.id.in_(ids)))
+
+
+async def _forget(db: AsyncSession, ids: list[str]) -> None:
+    """Delete the stored facts of these calls (the pages and conversions by their primary keys, which hold the
+    call's created_us)."""
+    f = CallFacts.__table__
+    keys = (await db.execute(select(f.c.created_us, f.c.call_id).where(f.c.call_id.in_(ids)))).all()
+    if not keys:
+        return
+    p = CallFactPage.__table__
+    await db.execute(delete(p).where(tuple_(p.c.after, p.c.created_us, p.c.call_id).in_(
+        [(after, *key) for key in keys for after in (0, 1)])))  # (its primary key starts with `after`)
+    for table in (CallFactConversion.__table__, f):
+        await db.execute(delete(table).where(tuple_(table.c.created_us, table.c.call_id).in_(keys)))
+
+
+async def _flag_repeat_callers(db: AsyncSession, visitors: list[str]) -> None:
+    """repeat_caller = 1 on every stored call of these visitors who have more than one."""
+    f = CallFacts.__table__
+    for at in range(0, len(visitors), 400):
+        repeat = (select(f.c.visitor_id).where(f.c.visitor_id.in_(visitors[at:at + 400]))
+                  .group_by(f.c.visitor_id).having(func.count() > 1))
+        await db.execute(update(f).where(f.c.visitor_id.in_(repeat), f.c.repeat_caller == 0).values(repeat_caller=1))
+
+
+async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> int:
+    """Compute the facts of up to `limit` stale calls, in the caller's transaction (commit it). The number of calls
+    taken off the stale list: 0 when none is left."""
+    if db.bind.dialect.name == "postgresql":
+        # One refresh at a time, whichever node: the pages' sharing flags are set against the stored rows, which a
+        # concurrent refresh's uncommitted rows would be missing from. (SQLite writers take turns anyway.)
+        await db.execute(select(func.pg_advisory_xact_lock(REFRESH_LOCK)))
+    ids = await _claim(db, limit)
+    if not ids:
+        return 0
+    await _forget(db, ids)
+    rows = []
+    for row in (await db.execute(_facts_of(db, ids, window))).mappings():
+        facts = {key: value for key, value in row.items() if not key.startswith("source_")}
+        inputs = [row[f"source_{name}"] for name in SOURCE_INPUTS]
+        kind, source = source_of(*inputs)
+        campaign = row["source_utm_campaign"] if row["has_journey"] else None
+        utm = (row["source_utm_source"], row["source_utm_medium"], campaign) if campaign is not None else (None,) * 3
+        rows.append({**facts, "source_kind": kind, "source": source, "repeat_caller": 0,
+                     "utm_source": utm[0], "utm_medium": utm[1], "utm_campaign": utm[2]})
+    if rows:  # (ids of calls deleted since they were marked have no rows)
+        await db.execute(insert(CallFacts), rows)
+        await _flag_repeat_callers(db, sorted({row["visitor_id"] for row in rows}))
+    await store_pages(db, ids, window)
+    pairs = CallFactConversion.__table__
+    await db.execute(insert(pairs).from_select(["created_us", "call_id", "conversion_id", "cents", "delay_us"],
+                                               _conversions_of(ids, window)))
+    return len(ids)
+
+
+async def catch_up(sessionmaker: async_sessionmaker[AsyncSession], window: timedelta,
+                   progress: Callable[[int], None] | None = None) -> int:
+    """Refresh until no call is stale (each batch its own transaction); the number of calls refreshed."""
+    async with sessionmaker() as db, db.begin():
+        await use_window(db, window)
+    done = 0
+    while True:
+        async with sessionmaker() as db, db.begin():
+            n = await refresh(db, window)
+        if not n:
+            return done
+        done += n
+        if progress is not None:
+            progress(done)
+
+
+class FactsKeeper:
+    """Refreshes stale call facts in the background: every INTERVAL seconds, until none is left. A failing round
+    is logged and tried again next time (the reports stay exact meanwhile, only slower)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], window: timedelta,
+                 interval: float = INTERVAL) -> None:
+        self._sessionmaker, self._window, self._interval = sessionmaker, window, interval
+        self._task: asyncio.Task | None = None
+        self.refreshed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="call-facts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.refreshed += await catch_up(self._sessionmaker, self._window)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("call facts: refresh failed; trying again later")
+            await asyncio.sleep(self._interval)
+
+
+def call_facts_ctx(sessionmaker_of, window: timedelta, key: web.AppKey):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        keeper = FactsKeeper(sessionmaker_of(app), window)
+        app[key] = keeper
+        keeper.start()
+        yield
+        await keeper.stop()
+
+    return ctx
