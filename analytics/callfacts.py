@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from analytics.callpages import store_pages
+from analytics.callpages import of_calls, store_pages
 from analytics.reports.base import attributed_to, cents, fact_sources, live_facts
 from analytics.reports.sqltime import epoch_us
 from analytics.reports.traffic import SOURCE_INPUTS, first_view, source_of
@@ -235,11 +235,8 @@ async def _forget(db: AsyncSession, ids: list[str]) -> None:
     keys = (await db.execute(select(f.c.created_us, f.c.call_id).where(f.c.call_id.in_(ids)))).all()
     if not keys:
         return
-    p = CallFactPage.__table__
-    await db.execute(delete(p).where(tuple_(p.c.after, p.c.created_us, p.c.call_id).in_(
-        [(after, *key) for key in keys for after in (0, 1)])))  # (its primary key starts with `after`)
-    for table in (CallFactConversion.__table__, f):
-        await db.execute(delete(table).where(tuple_(table.c.created_us, table.c.call_id).in_(keys)))
+    for table in (CallFactPage.__table__, CallFactConversion.__table__, f):
+        await db.execute(delete(table).where(*of_calls(table, keys)))
 
 
 async def _flag_repeat_callers(db: AsyncSession, visitors: list[str]) -> None:

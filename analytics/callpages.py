@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import and_, insert, literal_column, select, tuple_, update
+from sqlalchemy import and_, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.pages import viewed_after, viewed_before
@@ -68,13 +68,19 @@ async def _other_paths(db: AsyncSession, rows: list[dict], ids: set[str]) -> dic
     owner = {(created_us, call_id): (site_id, visitor_id) for created_us, call_id, site_id, visitor_id in calls
              if call_id not in ids}
     found: dict[tuple, list[tuple]] = defaultdict(list)
-    keys = [(after, *key) for key in sorted(owner) for after in (0, 1)]  # (the primary key's first columns)
-    for chunk in _chunks(keys):
+    for chunk in _chunks(sorted(owner)):
         for after, created_us, call_id, path in await db.execute(
-                select(p.c.after, p.c.created_us, p.c.call_id, p.c.path)
-                .where(tuple_(p.c.after, p.c.created_us, p.c.call_id).in_(chunk))):
+                select(p.c.after, p.c.created_us, p.c.call_id, p.c.path).where(*of_calls(p, chunk))):
             found[after, *owner[created_us, call_id], path].append((after, created_us, call_id, path))
     return found
+
+
+def of_calls(table, keys: list[tuple]) -> list:
+    """WHERE terms for the rows of a call_fact_* table of the calls `keys` (created_us, call_id): both columns by
+    IN lists, which PostgreSQL can look up by index (it cannot a list of row values), and exact all the same, as a
+    call's id determines its created_us. `after` of call_fact_pages, first in its primary key, is named too."""
+    terms = [table.c.created_us.in_(sorted({key[0] for key in keys})), table.c.call_id.in_([key[1] for key in keys])]
+    return [table.c.after.in_((0, 1)), *terms] if "after" in table.c else terms
 
 
 def _flag(rows: list[dict], shared_events: set[tuple], shared_paths: dict[tuple, list]) -> None:
@@ -97,13 +103,16 @@ async def _flag_stored(db: AsyncSession, events: set[tuple], rows: list[tuple]) 
     """Flag the stored rows the new ones share with: by page view (after, event_id) and by key (after, created_us,
     call_id, path), a statement per few hundred."""
     p = CallFactPage.__table__
-    for chunk in _chunks(sorted(events)):
-        await db.execute(update(p).where(p.c.event_shared == 0, tuple_(p.c.after, p.c.event_id).in_(chunk))
-                         .values(event_shared=1))
-    for chunk in _chunks(sorted(rows)):
-        await db.execute(update(p).where(p.c.visitor_shared == 0,
-                                         tuple_(p.c.after, p.c.created_us, p.c.call_id, p.c.path).in_(chunk))
-                         .values(visitor_shared=1))
+    # By page view alone: the other direction's row of the page view, if any, is flagged too, which is allowed.
+    for chunk in _chunks(sorted({event_id for _after, event_id in events})):
+        await db.execute(update(p).where(p.c.event_shared == 0, p.c.event_id.in_(chunk)).values(event_shared=1))
+    calls_of: dict[tuple, set] = defaultdict(set)
+    for after, created_us, call_id, path in rows:
+        calls_of[after, path].add((created_us, call_id))
+    for (after, path), calls in sorted(calls_of.items()):
+        for chunk in _chunks(sorted(calls)):
+            await db.execute(update(p).where(p.c.visitor_shared == 0, p.c.after == after, p.c.path == path,
+                                             *of_calls(p, chunk)[1:]).values(visitor_shared=1))
 
 
 async def store_pages(db: AsyncSession, ids: list[str], window: timedelta) -> int:
