@@ -10,7 +10,8 @@ Two implementations behind one method, `write_group(requests) -> [new rows per r
   transaction, on the event loop that also serves the HTTP requests (docs/benchmarks.md, "Event ingestion").
   The values still go through SQLAlchemy's own bind processors, so the stored text is what the ORM reads back.
 
-Both keep the visitor-day rollup (analytics/visitordays.py) in the group's transaction.
+Both keep the visitor-day rollup (analytics/visitordays.py) in the group's transaction, and on SQLite mark the calls
+of the group's visitors and sessions stale for the call facts (analytics/callfacts.py; PostgreSQL's trigger does).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from analytics import visitordays
+from analytics import callfacts, visitordays
 from talk import db as talk_db
 from talk.models import PageEvent
 
@@ -63,6 +64,8 @@ class SqlAlchemyEventStore:
                 await visitordays.upkeep_asyncpg(raw.driver_connection, spans)
             else:
                 await visitordays.upkeep(connection, spans)
+                for sql, parameters in callfacts.sqlite_marks_for_views(rows):  # (PostgreSQL: its trigger)
+                    await connection.exec_driver_sql(sql, parameters)
         counts = []
         for request in requests:
             new = 0
@@ -116,6 +119,8 @@ class SqliteEventStore:
                 counts.append(cursor.rowcount)  # rows inserted; ids already stored (or earlier in the group) skip
             fresh = {(row["site_id"], row["event_id"]) for row in rows} - stored
             visitordays.upkeep_sqlite(connection, visitordays.day_spans(visitordays.first_of_each(rows, fresh)))
+            for sql, parameters in callfacts.sqlite_marks_for_views(rows):
+                connection.execute(sql, parameters)
             connection.execute("COMMIT")
             return counts
         except BaseException:

@@ -1,0 +1,92 @@
+"""The running server keeps the call facts fresh by itself (analytics.callfacts.FactsKeeper in the app's cleanup
+context): a call written while it runs becomes stale in the writer's transaction and has valid facts within a few
+seconds, without anybody calling catch_up; a failing round does not stop the keeper."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+from aiohttp.test_utils import TestServer
+from sqlalchemy import func, select
+
+from analytics import CALL_FACTS_KEY
+from talk.app import create_app
+from talk.db import SESSIONMAKER_KEY
+from talk.models import CallFacts, CallFactsMeta, CallFactsStale, CallRecord, Queue, Site
+
+
+async def _wait_until(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _add_call(db, call_id: str) -> None:
+    site_id = await db.scalar(select(Site.id).order_by(Site.id).limit(1))
+    queue_id = await db.scalar(select(Queue.id).where(Queue.site_id == site_id).order_by(Queue.id).limit(1))
+    now = datetime.now(timezone.utc)
+    db.add(CallRecord(id=call_id, site_id=site_id, queue_id=queue_id, visitor_id="v_keeper", state="ended",
+                      end_reason="no-agent", created_at=now - timedelta(seconds=30), ended_at=now,
+                      has_journey=False, channel="agent"))
+
+
+async def test_the_server_refreshes_stale_calls_by_itself(settings):
+    server = TestServer(create_app(settings), host="127.0.0.1", port=settings.port)
+    await server.start_server()
+    try:
+        app = server.app
+        sessionmaker = app[SESSIONMAKER_KEY]
+        async with sessionmaker() as db:
+            window = await db.scalar(select(CallFactsMeta.window_us))
+        assert window == timedelta(days=settings.attribution_days) // timedelta(microseconds=1)
+        async with sessionmaker() as db, db.begin():
+            await _add_call(db, "c_keeper_1")
+            stale = await db.scalar(select(func.count()).where(CallFactsStale.call_id == "c_keeper_1"))
+        assert stale == 1  # marked by the trigger, in the same transaction
+
+        async def refreshed() -> bool:
+            async with sessionmaker() as db:
+                facts = await db.scalar(select(func.count()).where(CallFacts.call_id == "c_keeper_1"))
+                left = await db.scalar(select(func.count()).select_from(CallFactsStale))
+            return facts == 1 and left == 0
+
+        assert await _wait_until(refreshed), "the keeper did not compute the new call's facts"
+        assert app[CALL_FACTS_KEY].refreshed >= 1
+    finally:
+        await server.close()
+
+
+async def test_a_failing_round_does_not_stop_the_keeper(settings, monkeypatch):
+    server = TestServer(create_app(settings), host="127.0.0.1", port=settings.port)
+    await server.start_server()
+    try:
+        app = server.app
+        keeper, sessionmaker = app[CALL_FACTS_KEY], app[SESSIONMAKER_KEY]
+        failures = []
+        from analytics import callfacts
+
+        real_refresh = callfacts.refresh
+
+        async def flaky(db, window, limit=callfacts.BATCH):
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("refresh failed once")
+            return await real_refresh(db, window, limit)
+
+        monkeypatch.setattr(callfacts, "refresh", flaky)
+        async with sessionmaker() as db, db.begin():
+            await _add_call(db, "c_keeper_2")
+
+        async def refreshed() -> bool:
+            async with sessionmaker() as db:
+                return await db.scalar(select(func.count()).where(CallFacts.call_id == "c_keeper_2")) == 1
+
+        assert await _wait_until(refreshed), "the keeper stopped after a failed round"
+        assert failures == [1] and keeper.refreshed >= 1
+    finally:
+        await server.close()
