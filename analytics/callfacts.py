@@ -304,6 +304,11 @@ async def catch_up(sessionmaker: async_sessionmaker[AsyncSession], window: timed
     """Refresh until no call is stale (each batch its own transaction); the number of calls refreshed."""
     async with sessionmaker() as db, db.begin():
         await use_window(db, window)
+    return await _refresh_all(sessionmaker, window, progress)
+
+
+async def _refresh_all(sessionmaker: async_sessionmaker[AsyncSession], window: timedelta,
+                       progress: Callable[[int], None] | None = None) -> int:
     done = 0
     while True:
         async with sessionmaker() as db, db.begin():
@@ -338,14 +343,23 @@ class FactsKeeper:
             self._task = None
 
     async def _run(self) -> None:
+        window_set = False
         while True:
             try:
-                self.refreshed += await catch_up(self._sessionmaker, self._window)
+                if not window_set:
+                    self.refreshed += await catch_up(self._sessionmaker, self._window)
+                    window_set = True
+                elif await self._any_stale():  # (a read: SQLite's write lock only when there is work)
+                    self.refreshed += await _refresh_all(self._sessionmaker, self._window)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("call facts: refresh failed; trying again later")
             await asyncio.sleep(self._interval)
+
+    async def _any_stale(self) -> bool:
+        async with self._sessionmaker() as db:
+            return await db.scalar(select(CallFactsStale.call_id).limit(1)) is not None
 
 
 def call_facts_ctx(sessionmaker_of, window: timedelta, key: web.AppKey):

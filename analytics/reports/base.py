@@ -266,6 +266,11 @@ def in_range(rng: Range, c, all_queues: bool = False, by_id: bool = False) -> li
         local_day = rng.local_seconds(c.c.created_at) // 86400
         conditions = [created_at >= rng.lo - SLACK, created_at < rng.hi + SLACK,
                       local_day.between(rng.first_day, rng.last_day)]
+    return conditions + _site_queue_channel(rng, c, all_queues)
+
+
+def _site_queue_channel(rng: Range, c, all_queues: bool) -> list[ColumnElement[bool]]:
+    conditions = []
     if rng.site_id is not None:
         conditions.append(c.c.site_id == rng.site_id)
     if not all_queues:
@@ -288,14 +293,7 @@ def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElemen
                       local_day.between(rng.first_day, rng.last_day)]
     if "site_id" not in f.c:  # call_fact_pages, call_fact_conversions: the range only (join call_facts for more)
         return conditions
-    if rng.site_id is not None:
-        conditions.append(f.c.site_id == rng.site_id)
-    if not all_queues:
-        if rng.queue_ids is not None:
-            conditions.append(f.c.queue_id.in_(rng.queue_ids))
-        if rng.channel is not None:
-            conditions.append(f.c.channel == rng.channel)
-    return conditions
+    return conditions + _site_queue_channel(rng, f, all_queues)
 
 
 @dataclass(frozen=True)

@@ -178,14 +178,15 @@ class Range:
     def limit(self) -> int:
         return self.filters.limit
 
-    def offset(self, ts):
-        """SQL: the zone's UTC offset in seconds at the timestamp `ts`."""
+    def offset(self, ts, in_us: bool = False):
+        """SQL: the zone's UTC offset in seconds at the timestamp `ts` (`in_us`: an integer column of epoch
+        microseconds)."""
         if not self.changes:
             return literal_column(str(self.offset0))
         whens = []
         previous = self.offset0
         for instant, offset in self.changes:
-            whens.append((ts < instant, literal_column(str(previous))))
+            whens.append((ts < (epoch_us_of(instant) if in_us else instant), literal_column(str(previous))))
             previous = offset
         return case(*whens, else_=literal_column(str(previous)))
 
@@ -195,15 +196,7 @@ class Range:
 
     def local_seconds_us(self, us):
         """The same for an integer column of epoch microseconds (integer arithmetic only: no date parsing)."""
-        if not self.changes:
-            offset = literal_column(str(self.offset0))
-        else:
-            whens, previous = [], self.offset0
-            for instant, changed in self.changes:
-                whens.append((us < epoch_us_of(instant), literal_column(str(previous))))
-                previous = changed
-            offset = case(*whens, else_=literal_column(str(previous)))
-        return us // literal_column("1000000", BigInteger()) + offset
+        return us // literal_column("1000000", BigInteger()) + self.offset(us, in_us=True)
 
     def local_day(self, ts):
         return self.local_seconds(ts) // 86400

@@ -41,9 +41,12 @@ async def test_the_server_refreshes_stale_calls_by_itself(settings):
     try:
         app = server.app
         sessionmaker = app[SESSIONMAKER_KEY]
-        async with sessionmaker() as db:
-            window = await db.scalar(select(CallFactsMeta.window_us))
-        assert window == timedelta(days=settings.attribution_days) // timedelta(microseconds=1)
+        async def window_recorded() -> bool:
+            async with sessionmaker() as db:
+                window = await db.scalar(select(CallFactsMeta.window_us))
+            return window == timedelta(days=settings.attribution_days) // timedelta(microseconds=1)
+
+        assert await _wait_until(window_recorded), "the keeper did not record the attribution window"
         async with sessionmaker() as db, db.begin():
             await _add_call(db, "c_keeper_1")
             stale = await db.scalar(select(func.count()).where(CallFactsStale.call_id == "c_keeper_1"))
