@@ -68,15 +68,13 @@ def _sqlite_triggers() -> dict[str, str]:
         trigger("call_facts_calls_delete", "DELETE", "calls", _SQLITE_CALL.format(row="OLD", column="id")),
         trigger("call_facts_events_delete", "DELETE", "events", _SQLITE_CALLS_OF_VISITOR.format(row="OLD"),
                 _SQLITE_CALLS_OF_SESSION.format(row="OLD")),
-        trigger("call_facts_conversions_insert", "INSERT", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="NEW")),
-        trigger("call_facts_conversions_update", "UPDATE", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="OLD"),
-                _SQLITE_CALLS_OF_VISITOR.format(row="NEW")),
-        trigger("call_facts_conversions_delete", "DELETE", "conversions", _SQLITE_CALLS_OF_VISITOR.format(row="OLD")),
-        trigger("call_facts_surveys_insert", "INSERT", "survey_answers", _SQLITE_CALL.format(row="NEW", column="call_id")),
-        trigger("call_facts_surveys_update", "UPDATE", "survey_answers", _SQLITE_CALL.format(row="NEW", column="call_id")),
-        trigger("call_facts_surveys_delete", "DELETE", "survey_answers", _SQLITE_CALL.format(row="OLD", column="call_id")),
-        trigger("call_facts_voicemails_insert", "INSERT", "voicemails", _SQLITE_CALL.format(row="NEW", column="call_id")),
-        trigger("call_facts_voicemails_delete", "DELETE", "voicemails", _SQLITE_CALL.format(row="OLD", column="call_id")),
+        *(trigger(f"call_facts_conversions_{when.lower()}", when, "conversions",
+                  *(_SQLITE_CALLS_OF_VISITOR.format(row=row) for row in rows))
+          for when, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",)))),
+        *(trigger(f"call_facts_{name}_{when.lower()}", when, table, _SQLITE_CALL.format(row=row, column="call_id"))
+          for name, table, whens in (("surveys", "survey_answers", ("INSERT", "UPDATE", "DELETE")),
+                                     ("voicemails", "voicemails", ("INSERT", "DELETE")))
+          for when in whens for row in ("OLD" if when == "DELETE" else "NEW",)),
         trigger("call_facts_queues_update", "UPDATE OF seller_id", "queues",
                 "INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls WHERE queue_id = NEW.id;"),
     ])

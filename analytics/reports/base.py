@@ -104,7 +104,8 @@ def live_facts(window: timedelta) -> list[ColumnElement]:
                             own_landing_view(e, c))
     is_answered = c.c.answered_at.is_not(None)
     return [
-        c.c.id.label("call_id"), c.c.site_id, c.c.queue_id, func.coalesce(c.c.agent_id, q.c.seller_id).label("person_id"),
+        c.c.id.label("call_id"), c.c.site_id, c.c.queue_id,
+        func.coalesce(c.c.agent_id, q.c.seller_id).label("person_id"),
         c.c.visitor_id, c.c.channel, c.c.has_journey, c.c.session_id, c.c.created_at, c.c.answered_at, c.c.ended_at,
         c.c.end_reason, epoch_us(c.c.created_at).label("created_us"),
         case((is_answered, OUTCOME_ANSWERED), (c.c.end_reason.in_(ABANDONED_REASONS), OUTCOME_ABANDONED),
@@ -112,7 +113,8 @@ def live_facts(window: timedelta) -> list[ColumnElement]:
         case((is_answered, epoch_us(c.c.answered_at) - epoch_us(c.c.created_at))).label("wait_us"),
         case((and_(is_answered, c.c.ended_at.is_not(None)), epoch_us(c.c.ended_at) - epoch_us(c.c.answered_at)))
         .label("talk_us"),
-        sa.c.rating, case((sa.c.comment.is_not(None), 1), else_=0).label("commented"), voicemails.label("voicemails"), case((converted, 1), else_=0).label("converted"),
+        sa.c.rating, case((sa.c.comment.is_not(None), 1), else_=0).label("commented"), voicemails.label("voicemails"),
+        case((converted, 1), else_=0).label("converted"),
         seen(c, e, e.c.ts <= c.c.created_at, func.max).label("seen_before_us"),
         seen(c, e, e.c.ts > c.c.created_at, func.min).label("seen_after_us"),
         landing_page(c).label("landing_page"),

@@ -28,7 +28,8 @@ from sqlalchemy import and_, case, desc, func, literal_column, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    Report, attributions, calls_in, count_callers, count_if, facts_in_range, fresh_facts, live_calls, own_landing_view, ratio,
+    Report, attributions, calls_in, count_callers, count_if, facts_in_range, fresh_facts, live_calls, own_landing_view,
+    ratio,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range

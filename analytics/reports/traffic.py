@@ -66,8 +66,8 @@ def first_view(db: AsyncSession, calls, columns: list[str]):
 
 
 def _calls_viewed(db: AsyncSession, calls, window: timedelta, *inputs: str):
-    """The calls of `calls` (live_calls: without valid facts) with `inputs` (has_journey, or columns of the first page view, by
-    name: None without one) and the conversions attributed to them: rows (call id, visitor id, *inputs, conversion
+    """The calls of `calls` (live_calls: without valid facts) with `inputs` (has_journey, or columns of the first page
+    view, by name: None without one) and the conversions attributed to them: rows (call id, visitor id, *inputs, conversion
     id, cents), one per call and conversion (conversion id NULL for a call without). Also the first view's
     selectable, for WHERE terms."""
     view, on = first_view(db, calls, [name for name in inputs if name != "has_journey"])
