@@ -51,11 +51,15 @@ REFRESH_LOCK = 0x7A1C_FAC7  # PostgreSQL advisory lock key of refresh
 # the event store spends on one; the event store marks their calls per group instead (sqlite_marks_for_views).
 # `+site_id`: without ANALYZE statistics SQLite could pick the site index (every call of the site) over the
 # visitor's or session's.
-_SQLITE_CALLS_OF_VISITOR = ("INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls "
-                            "WHERE visitor_id = {row}.visitor_id AND +site_id = {row}.site_id;")
-_SQLITE_CALLS_OF_SESSION = ("INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls "
-                            "WHERE session_id = {row}.session_id AND +site_id = {row}.site_id;")
-_SQLITE_CALL = "INSERT OR IGNORE INTO call_facts_stale (call_id) VALUES ({row}.{column});"
+# Not INSERT OR IGNORE: a trigger's conflict clause gives way to the firing statement's, and an upsert of a call
+# (the call store's INSERT … ON CONFLICT DO UPDATE) made it fail on a call already stale.
+_NOT_STALE = "NOT EXISTS (SELECT 1 FROM call_facts_stale AS s WHERE s.call_id = {id})"
+_SQLITE_CALLS_OF_VISITOR = ("INSERT INTO call_facts_stale (call_id) SELECT id FROM calls WHERE visitor_id = "
+                            "{row}.visitor_id AND +site_id = {row}.site_id AND " + _NOT_STALE.format(id="calls.id") + ";")
+_SQLITE_CALLS_OF_SESSION = ("INSERT INTO call_facts_stale (call_id) SELECT id FROM calls WHERE session_id = "
+                            "{row}.session_id AND +site_id = {row}.site_id AND " + _NOT_STALE.format(id="calls.id") + ";")
+_SQLITE_CALL = ("INSERT INTO call_facts_stale (call_id) SELECT {row}.{column} WHERE "
+                + _NOT_STALE.format(id="{row}.{column}") + ";")
 
 
 def _sqlite_triggers() -> dict[str, str]:
@@ -76,7 +80,8 @@ def _sqlite_triggers() -> dict[str, str]:
                                      ("voicemails", "voicemails", ("INSERT", "DELETE")))
           for when in whens for row in ("OLD" if when == "DELETE" else "NEW",)),
         trigger("call_facts_queues_update", "UPDATE OF seller_id", "queues",
-                "INSERT OR IGNORE INTO call_facts_stale (call_id) SELECT id FROM calls WHERE queue_id = NEW.id;"),
+                "INSERT INTO call_facts_stale (call_id) SELECT id FROM calls WHERE queue_id = NEW.id AND "
+                + _NOT_STALE.format(id="calls.id") + ";"),
     ])
 
 

@@ -16,7 +16,8 @@ reused; a different one is an error; `--regenerate` makes the bench's own datase
 `--sqlite-dir LABEL=DIR`, `--pg-db LABEL=NAME` and `--pg-dir LABEL=DIR` use datasets made elsewhere; one without a
 stamp is used only with `--adopt`, which records the stamp as asked (the data is taken on trust). Before timing, a
 dataset's schema is upgraded to the code's as the server does at every start (a migration that fills rollups is
-timed and reported; `--no-upgrade` leaves it and warns).
+timed and reported; `--no-upgrade` leaves it and warns), and the call facts of every stale call are computed
+(analytics/callfacts.py's catch_up, as `talk db upgrade` does; timed and reported).
 
 What is timed, per engine, dataset and range ("last 7 / 30 / 90 days" of the dashboard's quick ranges and the whole
 365 days, all ending on --end, in --tz, attribution window 7 days): each of the dashboard's 13 jobs
@@ -437,6 +438,8 @@ def markdown(run: dict[str, Any], args: argparse.Namespace) -> str:
         if d.get("upgrade"):
             u = d["upgrade"]
             out.append(f"Schema upgraded from {u['from']} to {u['to']} first, in {u['seconds']:,.1f} s.\n")
+        if (caught := d.get("facts_catch_up")) and caught["calls"]:
+            out.append(f"Call facts computed for {caught['calls']:,} calls first, in {caught['seconds']:,.1f} s.\n")
         if f["schema"] != f["code_schema"]:
             out.append(f"**Schema revision {f['schema']}, the code's {f['code_schema']}** (not upgraded): the "
                        "timings may be of another schema than the code's.\n")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, tuple_
+from sqlalchemy import String, case, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import visitordays
@@ -49,8 +49,9 @@ async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dic
 
 async def non_caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, int]:
     """non_callers = seen − seen∧called, non_callers_converted = seen∧bought − seen∧bought∧called, for (site,
-    visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py), the three others by probing the
-    rollup for the range's callers and buyers only, never reading the range's page views."""
+    visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py); seen∧called from the calls'
+    nearest page views (`_seen_callers`); the buyers' two by probing the rollup and the call facts per buyer. Never
+    reading the range's page views."""
     seen = None if rng.recount else await visitordays.visitors_seen(db, rng.lo, rng.hi, rng.site_id)
     if seen is None:
         return await non_caller_recount(db, rng)

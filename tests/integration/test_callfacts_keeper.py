@@ -93,3 +93,28 @@ async def test_a_failing_round_does_not_stop_the_keeper(settings, monkeypatch):
         assert failures == [1] and keeper.refreshed >= 1
     finally:
         await server.close()
+
+
+async def test_upserting_a_call_already_stale_works_on_sqlite(settings):
+    """SQLite lets the firing statement's conflict clause override a trigger's INSERT OR IGNORE: the call store's
+    upsert (INSERT … ON CONFLICT DO UPDATE) of a call already marked stale failed with a UNIQUE error once."""
+    from talk.db import create_engine, upgrade_schema_async
+
+    url = f"sqlite+aiosqlite:///{settings.data_dir / 'talk.db'}"
+    await upgrade_schema_async(url)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            site_id = (await connection.exec_driver_sql("SELECT id FROM sites ORDER BY id LIMIT 1")).scalar()
+            queue_id = (await connection.exec_driver_sql(
+                "SELECT id FROM queues WHERE site_id = ? ORDER BY id LIMIT 1", (site_id,))).scalar()
+            upsert = ("INSERT INTO calls (id, site_id, queue_id, visitor_id, state, created_at, has_journey, channel) "
+                      "VALUES ('c_upsert', ?, ?, 'v_upsert', ?, '2026-12-01 10:00:00.000000', 0, 'agent') "
+                      "ON CONFLICT (id) DO UPDATE SET state = excluded.state")
+            for state in ("ringing", "answered", "ended"):  # the second and third find it stale already
+                await connection.exec_driver_sql(upsert, (site_id, queue_id, state))
+            stale = (await connection.exec_driver_sql(
+                "SELECT count(*) FROM call_facts_stale WHERE call_id = 'c_upsert'")).scalar()
+        assert stale == 1
+    finally:
+        await engine.dispose()
