@@ -44,7 +44,11 @@ def create_engine(database_url: str) -> AsyncEngine:
         # probes per call, tens of milliseconds) paid 20-30 ms of compilation each and ran no faster for it.
         # asyncpg prepares every statement, and after five runs PostgreSQL may switch a prepared statement to a
         # generic plan, blind to the range's size: one report went from 0.2 s to 4-11 s on its sixth run.
-        options["connect_args"] = {"server_settings": {"jit": "off", "plan_cache_mode": "force_custom_plan"}}
+        # work_mem 32MB: the reports' "call facts not stale" test is a NOT IN over the stale calls, which PostgreSQL
+        # hashes only within work_mem (4MB by default: about 60,000 ids); past that it would compare every fact row
+        # with every stale id, and after an upgrade or a changed attribution window every call is stale for a while.
+        options["connect_args"] = {"server_settings": {"jit": "off", "plan_cache_mode": "force_custom_plan",
+                                                       "work_mem": "32MB"}}
     engine = create_async_engine(database_url, pool_pre_ping=not database_url.startswith("sqlite"), **options)
     if database_url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
