@@ -9,7 +9,9 @@ is an aggregate over rows of the range.
 Exactness: a call's facts are valid only while the call is not in `call_facts_stale`. Database triggers (below)
 put a call there in the same transaction as any write its facts are computed from — the call row itself, a page view
 or conversion of its visitor or session, its survey answer, its voicemails, its queue's seller — whichever code
-path writes (the event writer's own sqlite3 connection, asyncpg COPY, the ORM, the CLI). The reports
+path writes (asyncpg COPY, the ORM, the CLI), with one exception: on SQLite, new page views are marked by the event
+store, per group (`sqlite_marks_for_views`; a row trigger cost a third of its time), so page views inserted into
+SQLite some other way must mark their calls themselves (the generator needs not: its calls are all new). The reports
 (analytics/reports/base.py's `calls_in`) read valid facts for the calls that have them and compute the stale ones
 from the raw rows with the same expressions, in one snapshot: the figures are those of a full recount whatever the
 state of the facts. Keeping them fresh (`refresh`, run by `FactsKeeper` in the background, and by `catch_up` after
@@ -32,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from analytics.callpages import of_calls, store_pages
 from analytics.reports.base import attributed_to, cents, fact_sources, live_facts
-from analytics.reports.sqltime import epoch_us
+from analytics.reports.sqltime import MICROSECOND, epoch_us
 from analytics.reports.traffic import SOURCE_INPUTS, first_view, source_of
 from talk.models import (
     CallFactConversion, CallFactPage, CallFacts, CallFactsMeta, CallFactsStale, CallRecord, Conversion,
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # calls per refresh transaction: short enough not to hold SQLite's write lock for long
 INTERVAL = 1.0  # seconds between the keeper's rounds
-MICROSECOND = timedelta(microseconds=1)
 REFRESH_LOCK = 0x7A1C_FAC7  # PostgreSQL advisory lock key of refresh
 
 # ----- triggers -----

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import BigInteger, case, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.sqltime import epoch_seconds
+from analytics.reports.sqltime import MICROSECOND, epoch_seconds
 from talk.models import CallFactsMeta, Queue, Site
 
 CHANNELS = ("agent", "seller")
@@ -37,7 +37,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Instants whose local date is in range lie within this much of [lo, hi) (UTC offsets stay within ±26 hours).
 SLACK = timedelta(days=2)
 SAMPLE = timedelta(hours=1)
-MICROSECOND = timedelta(microseconds=1)
 
 
 class FilterError(ValueError):
@@ -130,7 +129,7 @@ def offset_segments(tz: str, lo: datetime, hi: datetime) -> tuple[int, list[tupl
 
 def epoch_us_of(instant: datetime) -> int:
     """Microseconds since 1970-01-01 UTC of an aware datetime, exactly."""
-    return (instant - EPOCH) // timedelta(microseconds=1)
+    return (instant - EPOCH) // MICROSECOND
 
 
 def day_number(day: date) -> int:
