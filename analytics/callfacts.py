@@ -63,6 +63,10 @@ _SQLITE_CALL = ("INSERT INTO call_facts_stale (call_id) SELECT {row}.{column} WH
                 + _NOT_STALE.format(id="{row}.{column}") + ";")
 
 
+# Only the columns the facts read: conversions.viewed_at (analytics/buyerviews.py) is written after the fact.
+_CONVERSION_UPDATE = "UPDATE OF site_id, visitor_id, ts, value"
+
+
 def _sqlite_triggers() -> dict[str, str]:
     def trigger(name: str, when: str, table: str, *body: str) -> tuple[str, str]:
         return name, f"CREATE TRIGGER {name} AFTER {when} ON {table} BEGIN {' '.join(body)} END"
@@ -73,9 +77,10 @@ def _sqlite_triggers() -> dict[str, str]:
         trigger("call_facts_calls_delete", "DELETE", "calls", _SQLITE_CALL.format(row="OLD", column="id")),
         trigger("call_facts_events_delete", "DELETE", "events", _SQLITE_CALLS_OF_VISITOR.format(row="OLD"),
                 _SQLITE_CALLS_OF_SESSION.format(row="OLD")),
-        *(trigger(f"call_facts_conversions_{when.lower()}", when, "conversions",
+        *(trigger(f"call_facts_conversions_{name}", when, "conversions",
                   *(_SQLITE_CALLS_OF_VISITOR.format(row=row) for row in rows))
-          for when, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",)))),
+          for name, when, rows in (("insert", "INSERT", ("NEW",)), ("update", _CONVERSION_UPDATE, ("OLD", "NEW")),
+                                   ("delete", "DELETE", ("OLD",)))),
         *(trigger(f"call_facts_{name}_{when.lower()}", when, table, _SQLITE_CALL.format(row=row, column="call_id"))
           for name, table, whens in (("surveys", "survey_answers", ("INSERT", "UPDATE", "DELETE")),
                                      ("voicemails", "voicemails", ("INSERT", "DELETE")))
@@ -146,7 +151,7 @@ _PG_TRIGGERS = {
                                  "EXECUTE FUNCTION call_facts_mark_views()"),
     "call_facts_events_delete": ("AFTER DELETE ON events REFERENCING OLD TABLE AS changed FOR EACH STATEMENT "
                                  "EXECUTE FUNCTION call_facts_mark_views()"),
-    "call_facts_conversions": ("AFTER INSERT OR UPDATE OR DELETE ON conversions FOR EACH ROW "
+    "call_facts_conversions": (f"AFTER INSERT OR {_CONVERSION_UPDATE} OR DELETE ON conversions FOR EACH ROW "
                                "EXECUTE FUNCTION call_facts_mark_visitor()"),
     "call_facts_surveys": ("AFTER INSERT OR UPDATE OR DELETE ON survey_answers FOR EACH ROW "
                            "EXECUTE FUNCTION call_facts_mark_call()"),
@@ -177,8 +182,12 @@ def sqlite_marks_for_views(rows: list[dict]) -> list[tuple[str, tuple]]:
     return statements
 
 
-def trigger_statements(dialect: str) -> list[str]:
-    """DDL creating the triggers that mark calls stale (the migration runs it)."""
+def trigger_statements(dialect: str, only: str | None = None) -> list[str]:
+    """DDL creating the triggers that mark calls stale (the migration runs it); `only`: just the triggers whose
+    name starts so (not the PostgreSQL functions: those are replaced in place)."""
+    if only is not None:
+        return [statement for statement in trigger_statements(dialect)
+                if statement.startswith(f"CREATE TRIGGER {only}")]
     if dialect == "sqlite":
         return list(_sqlite_triggers().values())
     if dialect == "postgresql":
@@ -188,7 +197,10 @@ def trigger_statements(dialect: str) -> list[str]:
     raise ValueError(f"call facts: no triggers for {dialect}")
 
 
-def drop_trigger_statements(dialect: str) -> list[str]:
+def drop_trigger_statements(dialect: str, only: str | None = None) -> list[str]:
+    if only is not None:
+        return [statement for statement in drop_trigger_statements(dialect)
+                if statement.startswith(f"DROP TRIGGER IF EXISTS {only}")]
     if dialect == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {name}" for name in _sqlite_triggers()]
     table_of = {name: definition.split(" ON ")[1].split()[0] for name, definition in _PG_TRIGGERS.items()}

@@ -26,18 +26,19 @@ from sqlalchemy import and_, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.pages import viewed_after, viewed_before
-from analytics.reports.sqltime import epoch_us
 from talk.models import CallFactPage, CallFacts, CallRecord, PageEvent
 
 CHUNK = 400  # values per IN list (SQLite allows 32,766 parameters; PostgreSQL 32,767)
+CALL_COLUMNS = ("site_id", "queue_id", "channel", "visitor_id", "converted")  # copied from call_facts
 
 
 def _pages_of(ids: list[str], window: timedelta):
-    c, e = CallRecord.__table__, PageEvent.__table__
+    """The calls' page views, with the calls' facts (stored just before) the reports read with them."""
+    c, e, f = CallRecord.__table__, PageEvent.__table__, CallFacts.__table__
     for after, matching in ((0, viewed_before), (1, viewed_after(window))):
-        yield (select(literal_column(str(after)).label("after"), epoch_us(c.c.created_at).label("created_us"),
-                      c.c.id.label("call_id"), e.c.id.label("event_id"), e.c.path, c.c.site_id, c.c.visitor_id)
-               .select_from(c.join(e, and_(*matching(e, c))))
+        yield (select(literal_column(str(after)).label("after"), f.c.created_us, c.c.id.label("call_id"),
+                      e.c.id.label("event_id"), e.c.path, *(f.c[name] for name in CALL_COLUMNS))
+               .select_from(c.join(f, f.c.call_id == c.c.id).join(e, and_(*matching(e, c))))
                .where(c.c.id.in_(ids), c.c.has_journey.is_(True)))
 
 
@@ -127,7 +128,8 @@ async def store_pages(db: AsyncSession, ids: list[str], window: timedelta) -> in
     stored_events = await _other_events(db, rows, mine)
     stored_paths = await _other_paths(db, rows, mine)
     _flag(rows, stored_events, stored_paths)
-    columns = ("after", "created_us", "call_id", "event_id", "path", "first_in_call", "event_shared", "visitor_shared")
+    columns = ("after", "created_us", "call_id", "event_id", "path", "first_in_call", "event_shared", "visitor_shared",
+               *CALL_COLUMNS)
     await db.execute(insert(CallFactPage), [{key: row[key] for key in columns} for row in rows])
     new_events = {(row["after"], row["event_id"]) for row in rows}
     new_paths = {(row["after"], row["site_id"], row["visitor_id"], row["path"]) for row in rows}

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics.buyerviews import latest_view_before
 from talk.models import Conversion
 
 
@@ -17,7 +18,7 @@ async def record_conversion(db: AsyncSession, *, site_id: int, visitor_id: str, 
     statement = (
         insert(Conversion)
         .values(site_id=site_id, visitor_id=visitor_id, order_id=order_id, value=value, currency=currency, ts=ts,
-                origin=origin)
+                origin=origin, viewed_at=latest_view_before(site_id, visitor_id, ts))
         .on_conflict_do_nothing(index_elements=["site_id", "order_id"])
         .returning(Conversion.id)
     )

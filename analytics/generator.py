@@ -65,7 +65,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from analytics import callfacts, visitordays
+from analytics import buyerviews, callfacts, visitordays
 from analytics.generator_truth import MICROSECOND, CallFact, PageFact, Truth, to_datetime, to_us
 from analytics.sources import attribution_of
 from talk import db as talk_db
@@ -906,7 +906,7 @@ class _SqliteSink:
     async def commit(self) -> None:
         await self._run(self._commit)
 
-    async def analyze(self) -> None:
+    async def analyze(self, tables: tuple[str, ...]) -> None:
         """(SQLite plans without statistics, as the server's database always has.)"""
 
     def _commit(self) -> None:
@@ -914,6 +914,7 @@ class _SqliteSink:
             self._connection.execute(sql)
         for sql in visitordays.rebuild_statements("sqlite"):  # the rollup of what was loaded
             self._connection.execute(sql)
+        self._connection.execute(str(buyerviews.fill().compile(dialect=sqlite.dialect())))  # (no parameters)
         self._connection.execute("COMMIT")
 
     async def close(self) -> None:
@@ -926,6 +927,11 @@ class _SqliteSink:
 
         await self._run(close_connection)
         self._thread.shutdown(wait=True)
+
+
+LOADED_TABLES = ("events", "calls", "survey_answers", "voicemails", "conversions", "visitor_days",
+                 "visitor_day_counts", "call_facts_stale")
+FACTS_TABLES = ("call_facts", "call_fact_pages", "call_fact_conversions", "call_facts_stale")
 
 
 class _PostgresSink:
@@ -965,15 +971,16 @@ class _PostgresSink:
     async def commit(self) -> None:
         for sql in visitordays.rebuild_statements("postgresql"):  # the rollup of what was loaded
             await self._raw.execute(sql)
+        await self._raw.execute(str(buyerviews.fill().compile(dialect=postgresql.asyncpg.dialect())))
         await self._transaction.commit()
         self._transaction = None
 
-    async def analyze(self) -> None:
-        """After the load and the call facts computed for it. Fresh statistics for what was just loaded: until
-        autovacuum gets to it, the planner would guess from empty tables (the reports' plans were seconds slower).
-        VACUUM also sets the visibility map, without which no index-only scan is possible (8 s for 10M page views)."""
-        for table in ("events", "calls", "survey_answers", "voicemails", "conversions", "visitor_days",
-                      "visitor_day_counts", "call_facts", "call_fact_pages", "call_fact_conversions"):
+    async def analyze(self, tables: tuple[str, ...]) -> None:
+        """After the load, and after the call facts computed for it. Fresh statistics for what was just loaded:
+        until autovacuum gets to it, the planner would guess from empty tables (the reports' plans were seconds
+        slower). VACUUM also sets the visibility map, without which no index-only scan is possible (8 s for 10M page
+        views)."""
+        for table in tables:
             await self._raw.execute(f"VACUUM ANALYZE {table}")
 
     async def close(self) -> None:
@@ -1043,9 +1050,10 @@ async def generate(engine: AsyncEngine, visitors: int, *, end: datetime, seed: i
                 break
         await wait_for_write()
         await sink.commit()  # (and SQLite's rebuilt indexes)
+        await sink.analyze(LOADED_TABLES)  # (without statistics the facts' first batch ran for over 8 minutes)
         # The triggers marked every call loaded stale: compute their facts now, so the reports read them.
         await callfacts.catch_up(async_sessionmaker(engine, expire_on_commit=False), window)
-        await sink.analyze()
+        await sink.analyze(FACTS_TABLES)
         if progress:
             progress(visitors, visitors)
     except (sqlite3.IntegrityError, _asyncpg_unique_violation()) as exc:

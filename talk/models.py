@@ -206,7 +206,10 @@ class VisitorDayCount(Base):
 class Conversion(Base):
     __tablename__ = "conversions"
     __table_args__ = (UniqueConstraint("site_id", "order_id"), Index("ix_conversions_visitor_ts", "visitor_id", "ts"),
-                      Index("ix_conversions_ts", "ts"))
+                      Index("ix_conversions_ts", "ts"),
+                      # The conversion report's buyers, grouped as the index is ordered, from the index alone
+                      # (analytics/reports/conversion.py).
+                      Index("ix_conversions_buyers", "site_id", "visitor_id", "ts", "viewed_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
@@ -216,6 +219,10 @@ class Conversion(Base):
     currency: Mapped[str] = mapped_column(String(3))
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
     origin: Mapped[str] = mapped_column(String(10))  # "browser" or "server"
+    # A page view of the buyer on the site (the latest at or before `ts` when recorded), or NULL: a hint that lets
+    # the conversion report skip a lookup per buyer, cleared by triggers if that page view is deleted
+    # (analytics/buyerviews.py).
+    viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class SurveyAnswer(Base):
@@ -377,6 +384,10 @@ class CallFacts(Base):
     # >= lo or the second < hi: how the conversion report finds callers seen in its range without probing.
     seen_before_us: Mapped[int | None] = mapped_column(BigInteger)
     seen_after_us: Mapped[int | None] = mapped_column(BigInteger)
+    # The same for the visitor's conversions on the site (their `ts`): the visitor bought in [lo, hi) exactly when
+    # the first is >= lo or the second < hi (the non-callers' figures subtract callers who bought).
+    bought_before_us: Mapped[int | None] = mapped_column(BigInteger)
+    bought_after_us: Mapped[int | None] = mapped_column(BigInteger)
     landing_page: Mapped[str | None] = mapped_column(Text)  # landing URL without its talk_call parameter
     landed: Mapped[int] = mapped_column(Integer)  # 1: the landing page view was recorded (with consent)
     source_kind: Mapped[str] = mapped_column(String(20))  # analytics.sources kind, no_consent or unknown
@@ -403,6 +414,14 @@ class CallFactPage(Base):
     first_in_call: Mapped[int] = mapped_column(Integer)
     event_shared: Mapped[int] = mapped_column(Integer)
     visitor_shared: Mapped[int] = mapped_column(Integer)
+    # The call's facts the pages reports filter and count by, copied from call_facts (refreshed with them), so a
+    # report reads these rows alone: looking up each row's call took a third of the report's time. (NULL only in
+    # rows that predate them; the migration that added them filled them.)
+    site_id: Mapped[int | None] = mapped_column(Integer)
+    queue_id: Mapped[int | None] = mapped_column(Integer)
+    channel: Mapped[str | None] = mapped_column(String(10))
+    visitor_id: Mapped[str | None] = mapped_column(String(48))
+    converted: Mapped[int | None] = mapped_column(Integer)
 
 
 class CallFactConversion(Base):

@@ -97,6 +97,7 @@ def live_facts(window: timedelta) -> list[ColumnElement]:
     select from `calls` joined to its queue and outer-joined to its survey answer (`fact_sources`)."""
     c, q, sa = CallRecord.__table__, Queue.__table__, SurveyAnswer.__table__
     e = PageEvent.__table__.alias("landing_view")  # never correlated with a page view the caller joins
+    b = Conversion.__table__.alias("purchase")
     converted = exists().where(attributed_to(Conversion.__table__, c, window))
     voicemails = (select(func.count()).select_from(Voicemail.__table__)
                   .where(Voicemail.__table__.c.call_id == c.c.id).scalar_subquery())
@@ -115,16 +116,20 @@ def live_facts(window: timedelta) -> list[ColumnElement]:
         .label("talk_us"),
         sa.c.rating, case((sa.c.comment.is_not(None), 1), else_=0).label("commented"), voicemails.label("voicemails"),
         case((converted, 1), else_=0).label("converted"),
-        seen(c, e, e.c.ts <= c.c.created_at, func.max).label("seen_before_us"),
-        seen(c, e, e.c.ts > c.c.created_at, func.min).label("seen_after_us"),
+        nearest_us(c, e, e.c.ts <= c.c.created_at, func.max).label("seen_before_us"),
+        nearest_us(c, e, e.c.ts > c.c.created_at, func.min).label("seen_after_us"),
+        nearest_us(c, b, b.c.ts <= c.c.created_at, func.max).label("bought_before_us"),
+        nearest_us(c, b, b.c.ts > c.c.created_at, func.min).label("bought_after_us"),
         landing_page(c).label("landing_page"),
         case((and_(c.c.has_journey.is_(True), landed), 1), else_=0).label("landed"),
     ]
 
 
-def seen(c, e, when, pick) -> ColumnElement[int]:
-    """SQL: epoch microseconds of the visitor's page view on the call's site picked (max/min) of those `when`."""
-    ts = select(pick(e.c.ts)).where(e.c.visitor_id == c.c.visitor_id, unindexed(e.c.site_id) == c.c.site_id, when)
+def nearest_us(c, rows, when, pick) -> ColumnElement[int]:
+    """SQL: epoch microseconds of the `ts` picked (max/min) of the call's visitor's rows (page views, conversions:
+    by their (visitor_id, ts) index) on the call's site that are `when`."""
+    ts = select(pick(rows.c.ts)).where(rows.c.visitor_id == c.c.visitor_id, unindexed(rows.c.site_id) == c.c.site_id,
+                                       when)
     return epoch_us(ts.scalar_subquery())
 
 
@@ -136,7 +141,8 @@ def fact_sources():
 
 CALL_COLUMNS = ("site_id", "queue_id", "person_id", "visitor_id", "channel", "has_journey", "session_id",
                 "created_at", "answered_at", "ended_at", "end_reason", "outcome", "wait_us", "talk_us", "rating",
-                "commented", "voicemails", "converted", "seen_before_us", "seen_after_us", "landing_page", "landed")
+                "commented", "voicemails", "converted", "seen_before_us", "seen_after_us", "bought_before_us",
+                "bought_after_us", "landing_page", "landed")
 # Stored with the facts (classified in Python: analytics/callfacts.py); NULL for calls computed from raw rows.
 SOURCE_COLUMNS = ("source_kind", "source", "utm_source", "utm_medium", "utm_campaign")
 
@@ -199,12 +205,16 @@ def latest_calls(rng: Range, window: timedelta, limit: int):
     return union_all(*(select(part.subquery()) for part in parts)).subquery("latest")
 
 
-def count_callers(calls, live, key=None) -> ColumnElement[int]:
+def count_callers(calls, live, key=None, where=None) -> ColumnElement[int]:
     """SQL aggregate: distinct visitor_id (or `key`, an expression of the visitor) of the rows of `calls` (calls_in,
-    or call_facts), without a DISTINCT over the visitors of calls whose facts say they called once (repeat_caller
-    0) and who are not among the visitors of `live` (live_calls: calls computed from raw rows)."""
+    or call_facts) (that are `where`), without a DISTINCT over the visitors of calls whose facts say they called
+    once (repeat_caller 0) and who are not among the visitors of `live` (live_calls: calls computed from raw rows).
+    """
     once = and_(calls.c.repeat_caller == 0, calls.c.visitor_id.not_in(select(live.c.visitor_id)))
-    return count_if(once) + func.count(case((~once, calls.c.visitor_id if key is None else key)).distinct())
+    several = ~once
+    if where is not None:
+        once, several = and_(once, where), and_(several, where)
+    return count_if(once) + func.count(case((several, calls.c.visitor_id if key is None else key)).distinct())
 
 
 def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:
@@ -284,7 +294,8 @@ def _site_queue_channel(rng: Range, c, all_queues: bool) -> list[ColumnElement[b
 
 
 def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElement[bool]]:
-    """in_range for call_facts (or call_fact_pages / call_fact_conversions), on the integer created_us."""
+    """in_range for call_facts or call_fact_pages (or call_fact_conversions: the range only), on the integer
+    created_us."""
     lo, hi = rng.lo_us, rng.hi_us
     if rng.monotonic:
         conditions = [f.c.created_us >= lo, f.c.created_us < hi]
@@ -293,7 +304,7 @@ def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElemen
         local_day = rng.local_seconds_us(f.c.created_us) // 86400
         conditions = [f.c.created_us >= lo - slack, f.c.created_us < hi + slack,
                       local_day.between(rng.first_day, rng.last_day)]
-    if "site_id" not in f.c:  # call_fact_pages, call_fact_conversions: the range only (join call_facts for more)
+    if "site_id" not in f.c:  # call_fact_conversions: the range only (join call_facts for more)
         return conditions
     return conditions + _site_queue_channel(rng, f, all_queues)
 

@@ -21,83 +21,104 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import String, case, cast, exists, func, literal, or_, select, tuple_
+from sqlalchemy import String, and_, case, cast, exists, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics import visitordays
+from analytics import buyerviews, visitordays
 from analytics.reports.base import (
-    Report, attributions, calls_in, count_callers, count_if, fresh_facts, in_range, live_calls, ratio, spread,
+    Report, attributions, calls_in, count_callers, count_if, in_range, live_calls, outcome_counts, ratio, spread,
 )
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import unindexed
 from talk.models import CallRecord, Conversion, PageEvent
 
 
+async def call_counts(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, int]:
+    """What the calls of the range give, in one pass over them where the filters allow (each pass reads every call
+    of the range): OUTCOME_COLUMNS, survey_responses, survey_rating_sum, callers, and for the non-caller figures
+    (any queue and channel: a second pass when a queue or channel filter applies) seen_callers and
+    seen_buying_callers (`_seen_callers`)."""
+    calls, live = calls_in(rng, window), live_calls(rng, window, name="calls_live")
+    columns = [*outcome_counts(calls), func.count(calls.c.rating).label("survey_responses"),
+               func.coalesce(func.sum(calls.c.rating), 0).label("survey_rating_sum"),
+               count_callers(calls, live).label("callers")]
+    all_queues = rng.queue_ids is None and rng.channel is None
+    if all_queues and not rng.recount:
+        columns += _seen_callers(rng, calls, live)
+    counts = dict((await db.execute(select(*columns))).one()._mapping)
+    if not all_queues and not rng.recount:
+        live = live_calls(rng, window, all_queues=True, name="everyone_live_calls")
+        everyone = calls_in(rng, window, all_queues=True, name="everyone")
+        counts.update((await db.execute(select(*_seen_callers(rng, everyone, live)))).one()._mapping)
+    return {name: int(value) for name, value in counts.items()}
+
+
 async def caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, Any]:
-    """callers, callers_converted, conversions_after_calls, revenue_after_calls, and the delays to purchase."""
-    calls = calls_in(rng, window)
+    """callers_converted, conversions_after_calls, revenue_cents (after calls), and the delays to purchase."""
     pairs = attributions(rng, window)
-    callers = await db.scalar(select(count_callers(calls, live_calls(rng, window, name="callers_live"))))
-    converted = await db.scalar(select(func.count(pairs.c.visitor_id.distinct())))
-    distinct = select(pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
-    conversions, revenue_cents = (await db.execute(
-        select(func.count(), func.coalesce(func.sum(distinct.c.cents), 0)).select_from(distinct))).one()
-    delays = (select(func.min(pairs.c.delay_us).label("us")).group_by(pairs.c.conversion_id).subquery())
-    return {"callers": int(callers), "callers_converted": int(converted), "conversions_after_calls": int(conversions),
+    # One row per conversion (its value and visitor are the same in each of its pairs; the delay from the latest
+    # call before it is the shortest).
+    bought = (select(func.min(pairs.c.visitor_id).label("visitor_id"), func.min(pairs.c.cents).label("cents"),
+                     func.min(pairs.c.delay_us).label("us")).group_by(pairs.c.conversion_id).subquery())
+    converted, conversions, revenue_cents = (await db.execute(
+        select(func.count(bought.c.visitor_id.distinct()), func.count(), func.coalesce(func.sum(bought.c.cents), 0))
+    )).one()
+    delays = select(bought.c.us).subquery()
+    return {"callers_converted": int(converted), "conversions_after_calls": int(conversions),
             "revenue_cents": int(revenue_cents), "delays": await spread(db, delays)}
 
 
-async def non_caller_figures(db: AsyncSession, rng: Range, window: timedelta) -> dict[str, int]:
+async def non_caller_figures(db: AsyncSession, rng: Range, counts: dict[str, int]) -> dict[str, int]:
     """non_callers = seen − seen∧called, non_callers_converted = seen∧bought − seen∧bought∧called, for (site,
-    visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py); seen∧called from the calls'
-    nearest page views (`_seen_callers`); the buyers' two by probing the rollup and the call facts per buyer. Never
-    reading the range's page views."""
+    visitor) pairs: `seen` from the visitor-day rollup (analytics/visitordays.py); seen∧called and seen∧bought∧called
+    from the calls' nearest page views and conversions (`counts`: call_counts'); seen∧bought from the buyers' known
+    page views (analytics/buyerviews.py), probing the rollup only for buyers without one in the range. Never reading
+    the range's page views."""
     seen = None if rng.recount else await visitordays.visitors_seen(db, rng.lo, rng.hi, rng.site_id)
     if seen is None:
         return await non_caller_recount(db, rng)
+    return {"non_callers": seen - counts["seen_callers"],
+            "non_callers_converted": await _seen_buyers(db, rng) - counts["seen_buying_callers"]}
+
+
+async def _seen_buyers(db: AsyncSession, rng: Range) -> int:
+    """(site, visitor) pairs with a conversion and a page view in [lo, hi): a buyer whose conversions of the range
+    know one of their page views in it (`viewed_at`) is seen; the others are looked up in the rollup."""
     conv = Conversion.__table__
-
-    def viewed(pairs):
-        return visitordays.viewed_between(pairs.c.site_id, pairs.c.visitor_id, rng.lo, rng.hi)
-
-    everyone = calls_in(rng, window, all_queues=True, name="everyone")
-    live = live_calls(rng, window, all_queues=True, name="everyone_live_calls")
-    seen_called = await db.scalar(_seen_callers(rng, everyone, live))
-    bought = select(conv.c.site_id, conv.c.visitor_id).where(conv.c.ts >= rng.lo, conv.c.ts < rng.hi)
+    known = func.max(case((buyerviews.seen_between(conv, rng.lo, rng.hi), 1), else_=0))
+    # SQLite: not by the range's index, whose rows it would sort to group them; the buyers' index (site, visitor,
+    # ts, viewed_at) has them in order already (every conversion of the site, 9 ms per 80,000).
+    ts = unindexed(conv.c.ts)
+    bought = (select(conv.c.site_id, conv.c.visitor_id, known.label("known"))
+              .where(ts >= rng.lo, ts < rng.hi).group_by(conv.c.site_id, conv.c.visitor_id))
     if rng.site_id is not None:
         bought = bought.where(conv.c.site_id == rng.site_id)
-    buyers = bought.distinct().subquery("buyers")
-    looked = (select(case((viewed(buyers), 1), else_=0).label("viewed"),
-                     case((_called(rng, buyers, live), 1), else_=0).label("called"))
-              .offset(0).subquery())  # (OFFSET 0: SQLite would copy the probe into both sums, running it twice)
-    seen_bought, seen_bought_called = (await db.execute(
-        select(func.coalesce(func.sum(looked.c.viewed), 0),
-               func.coalesce(func.sum(looked.c.viewed * looked.c.called), 0)))).one()
-    return {"non_callers": seen - int(seen_called),
-            "non_callers_converted": int(seen_bought) - int(seen_bought_called)}
+    buyers = bought.subquery("buyers")
+    viewed = visitordays.viewed_between(buyers.c.site_id, buyers.c.visitor_id, rng.lo, rng.hi)
+    # CASE, whose branches both engines evaluate in order: the rollup is probed only for buyers not known seen.
+    looked = case((buyers.c.known == 1, 1), (viewed, 1), else_=0)
+    return int(await db.scalar(select(func.coalesce(func.sum(looked), 0))))
 
 
-def _seen_callers(rng: Range, everyone, live):
-    """How many (site, visitor) of calls in range (any queue) have a page view in [lo, hi): where the range is
-    [lo, hi) itself, from the calls' seen_before_us / seen_after_us (a call in [lo, hi) whose visitor's page view
-    nearest before it is >= lo, or nearest after it < hi, has one, and no other can); elsewhere by probing the
-    rollup."""
+def _seen_callers(rng: Range, everyone, live) -> list:
+    """Aggregates: two counts of (site, visitor) of calls in range (any queue): those with a page view in [lo, hi),
+    and those with a page view and a conversion in it. Where the range is [lo, hi) itself, from the calls' nearest
+    page views and conversions (a call in [lo, hi) whose visitor's page view nearest before it is >= lo, or nearest
+    after it < hi, has one, and no other can; the same for conversions); elsewhere by probing the rollup and the
+    conversions."""
     if rng.monotonic:
         seen = or_(everyone.c.seen_before_us >= rng.lo_us, everyone.c.seen_after_us < rng.hi_us)
+        bought = or_(everyone.c.bought_before_us >= rng.lo_us, everyone.c.bought_after_us < rng.hi_us)
     else:
+        conv = Conversion.__table__
+        # (None: a range inside one UTC day, which non_caller_figures counts from the page views instead.)
         seen = visitordays.viewed_between(everyone.c.site_id, everyone.c.visitor_id, rng.lo, rng.hi)
+        seen = false() if seen is None else seen
+        bought = exists().where(conv.c.visitor_id == everyone.c.visitor_id, unindexed(conv.c.site_id) ==
+                                everyone.c.site_id, conv.c.ts >= rng.lo, conv.c.ts < rng.hi)
     pair = cast(everyone.c.site_id, String) + literal(" ") + everyone.c.visitor_id
-    return select(count_callers(everyone, live, key=pair)).where(seen)
-
-
-def _called(rng: Range, buyers, live):
-    """SQL: the buyer (site, visitor) has a call in range on the site (any queue): a probe of the call facts'
-    visitor index, or among the calls computed from raw rows."""
-    called = tuple_(buyers.c.site_id, buyers.c.visitor_id).in_(select(live.c.site_id, live.c.visitor_id))
-    if not rng.facts:
-        return called
-    f, valid = fresh_facts(rng, all_queues=True)
-    return or_(exists().where(f.c.visitor_id == buyers.c.visitor_id, f.c.site_id == buyers.c.site_id, *valid), called)
+    return [count_callers(everyone, live, key=pair, where=seen).label("seen_callers"),
+            count_callers(everyone, live, key=pair, where=and_(seen, bought)).label("seen_buying_callers")]
 
 
 async def non_caller_recount(db: AsyncSession, rng: Range) -> dict[str, int]:
@@ -130,16 +151,15 @@ CONVERSION_COLUMNS = (
 
 
 async def conversion(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    counts = await call_counts(db, rng, window)
     callers = await caller_figures(db, rng, window)
-    others = await non_caller_figures(db, rng, window)
-    offered = await db.scalar(select(func.count()).select_from(calls_in(rng, window)))
-    delays = callers["delays"].seconds()
+    others = await non_caller_figures(db, rng, counts)
+    offered, delays = counts["calls_offered"], callers["delays"].seconds()
     row = (
-        int(offered), callers["callers"], callers["callers_converted"],
-        ratio(callers["callers_converted"], callers["callers"]), others["non_callers"],
+        offered, counts["callers"], callers["callers_converted"],
+        ratio(callers["callers_converted"], counts["callers"]), others["non_callers"],
         others["non_callers_converted"], ratio(others["non_callers_converted"], others["non_callers"]),
         callers["conversions_after_calls"], money(callers["revenue_cents"]),
         ratio(callers["conversions_after_calls"], offered), delays["median"], delays["avg"],
     )
     return Report("conversion", CONVERSION_COLUMNS, [row])
-

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.base import OUTCOME_COLUMNS, Report, calls_in, outcome_counts, ratio
-from analytics.reports.conversion import caller_figures, money, non_caller_figures
+from analytics.reports.base import OUTCOME_COLUMNS, Report, ratio
+from analytics.reports.conversion import call_counts, caller_figures, money, non_caller_figures
 from analytics.reports.filters import Range
 
 SUMMARY_COLUMNS = (
@@ -26,16 +25,14 @@ SUMMARY_COLUMNS = (
 
 
 async def summary(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    calls = calls_in(rng, window)
-    counts = (await db.execute(select(*outcome_counts(calls), func.count(calls.c.rating).label("responses"),
-                                      func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum")))).one()
-    offered, answered, abandoned, missed, voicemails = (int(getattr(counts, name)) for name in OUTCOME_COLUMNS)
-    responses, rating_sum = int(counts.responses), int(counts.rating_sum)
+    counts = await call_counts(db, rng, window)
     callers = await caller_figures(db, rng, window)
-    others = await non_caller_figures(db, rng, window)
+    others = await non_caller_figures(db, rng, counts)
+    offered, answered = counts["calls_offered"], counts["calls_answered"]
+    responses, rating_sum = counts["survey_responses"], counts["survey_rating_sum"]
     row = (
-        offered, answered, abandoned, missed, voicemails, ratio(answered, offered),
-        callers["callers"], callers["callers_converted"], ratio(callers["callers_converted"], callers["callers"]),
+        *(counts[name] for name in OUTCOME_COLUMNS), ratio(answered, offered),
+        counts["callers"], callers["callers_converted"], ratio(callers["callers_converted"], counts["callers"]),
         callers["conversions_after_calls"], money(callers["revenue_cents"]),
         others["non_callers"], others["non_callers_converted"],
         ratio(others["non_callers_converted"], others["non_callers"]),
