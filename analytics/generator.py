@@ -65,7 +65,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from analytics import buyerviews, callfacts, visitordays
+from analytics import callfacts, visitordays
 from analytics.generator_truth import MICROSECOND, CallFact, PageFact, Truth, to_datetime, to_us
 from analytics.sources import attribution_of
 from talk import db as talk_db
@@ -378,9 +378,13 @@ class _Generator:
 
     def conversion(self, v: _Visitor, t: int, cents: int, origin: str) -> None:
         order_id = "A-" + self.token()[:12]
+        # conversions.viewed_at (analytics/buyerviews.py): the latest of the visitor's page views generated so far
+        # at or before the purchase (a page view always, if not always the latest: a hint, never wrong).
+        viewed = max((seen for seen in v.times if seen <= t), default=None)
         self.batch.conversions.append({
             "site_id": self.setup.site_id, "order_id": order_id, "visitor_id": v.id, "value": cents / 100,
-            "currency": "EUR", "ts": to_datetime(t), "origin": origin})
+            "currency": "EUR", "ts": to_datetime(t), "origin": origin,
+            "viewed_at": None if viewed is None else to_datetime(viewed)})
         self.truth.add_conversion(v.index, t, cents, order_id)
         self.counts["conversions"] += 1
 
@@ -914,7 +918,6 @@ class _SqliteSink:
             self._connection.execute(sql)
         for sql in visitordays.rebuild_statements("sqlite"):  # the rollup of what was loaded
             self._connection.execute(sql)
-        self._connection.execute(str(buyerviews.fill().compile(dialect=sqlite.dialect())))  # (no parameters)
         self._connection.execute("COMMIT")
 
     async def close(self) -> None:
@@ -971,7 +974,6 @@ class _PostgresSink:
     async def commit(self) -> None:
         for sql in visitordays.rebuild_statements("postgresql"):  # the rollup of what was loaded
             await self._raw.execute(sql)
-        await self._raw.execute(str(buyerviews.fill().compile(dialect=postgresql.asyncpg.dialect())))
         await self._transaction.commit()
         self._transaction = None
 
