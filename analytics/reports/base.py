@@ -214,7 +214,7 @@ def count_callers(calls, live, key=None, where=None) -> ColumnElement[int]:
     several = ~once
     if where is not None:
         once, several = and_(once, where), and_(several, where)
-    return count_if(once) + func.count(case((several, calls.c.visitor_id if key is None else key)).distinct())
+    return count_if(once) + count_distinct(calls.c.visitor_id if key is None else key, several)
 
 
 def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:
@@ -254,6 +254,13 @@ def missed(calls) -> ColumnElement[bool]:
 
 def count_if(condition) -> ColumnElement[int]:
     return func.count(case((condition, literal_column("1"))))
+
+
+def count_distinct(value, condition) -> ColumnElement[int]:
+    """SQL aggregate: distinct `value` of the rows where `condition` holds. A FILTER clause rather than DISTINCT
+    over a CASE: PostgreSQL sorts every input row of a DISTINCT aggregate, the CASE's NULLs too, so the rows the
+    condition leaves out cost nothing."""
+    return func.count(value.distinct()).filter(condition)
 
 
 def outcome_counts(calls) -> list[ColumnElement]:

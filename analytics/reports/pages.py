@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, desc, func, literal_column, or_, select, true, union_all
+from sqlalchemy import and_, desc, func, literal_column, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    Report, attributions, calls_in, count_callers, count_if, facts_in_range, live_calls, own_landing_view, ratio,
+    Report, attributions, calls_in, count_callers, count_distinct, count_if, facts_in_range, live_calls,
+    own_landing_view, ratio,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
@@ -88,13 +89,12 @@ def _counts(views, live) -> list:
     event_distinct = or_(u.event_shared == 1, u.event_id.in_(select(live.c.event_id)))
     visitor_distinct = or_(u.visitor_shared == 1, u.visitor_id.in_(select(live.c.visitor_id)))
     return [
-        (count_if(~event_distinct) + func.count(case((event_distinct, u.event_id)).distinct())).label("views"),
-        (count_if(stored_first) + func.count(binary(case((u.live == 1, u.call_id))).distinct())).label("calls"),
+        (count_if(~event_distinct) + count_distinct(u.event_id, event_distinct)).label("views"),
+        (count_if(stored_first) + count_distinct(binary(u.call_id), u.live == 1)).label("calls"),
         (count_if(and_(u.first_in_call == 1, ~visitor_distinct))
-         + func.count(binary(case((visitor_distinct, u.visitor_id))).distinct())).label("callers"),
+         + count_distinct(binary(u.visitor_id), visitor_distinct)).label("callers"),
         (count_if(and_(stored_first, u.converted == 1))
-         + func.count(binary(case((and_(u.live == 1, u.converted == 1), u.call_id))).distinct()))
-        .label("calls_converted"),
+         + count_distinct(binary(u.call_id), and_(u.live == 1, u.converted == 1))).label("calls_converted"),
     ]
 
 
