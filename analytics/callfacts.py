@@ -257,10 +257,16 @@ def _facts_of(db: AsyncSession, ids: list[str], window: timedelta):
             .where(c.c.id.in_(ids)))
 
 
+CONVERSION_COLUMNS = ("created_us", "call_id", "conversion_id", "cents", "delay_us", "site_id", "queue_id", "channel",
+                      "visitor_id")
+
+
 def _conversions_of(ids: list[str], window: timedelta):
+    """CONVERSION_COLUMNS of the conversions attributed to the calls `ids`."""
     c, conv = CallRecord.__table__, Conversion.__table__
     return (select(epoch_us(c.c.created_at), c.c.id, conv.c.id, cents(conv.c.value),
-                   epoch_us(conv.c.ts) - epoch_us(c.c.ended_at))
+                   epoch_us(conv.c.ts) - epoch_us(c.c.ended_at), c.c.site_id, c.c.queue_id, c.c.channel,
+                   c.c.visitor_id)
             .select_from(c.join(conv, attributed_to(conv, c, window)))
             .where(c.c.id.in_(ids)))
 
@@ -310,8 +316,7 @@ async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> in
         await _flag_repeat_callers(db, sorted({row["visitor_id"] for row in rows}))
     await store_pages(db, ids, window)
     pairs = CallFactConversion.__table__
-    await db.execute(insert(pairs).from_select(["created_us", "call_id", "conversion_id", "cents", "delay_us"],
-                                               _conversions_of(ids, window)))
+    await db.execute(insert(pairs).from_select(list(CONVERSION_COLUMNS), _conversions_of(ids, window)))
     return len(ids)
 
 

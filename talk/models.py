@@ -435,6 +435,12 @@ class CallFactConversion(Base):
     conversion_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cents: Mapped[int] = mapped_column(BigInteger)
     delay_us: Mapped[int] = mapped_column(BigInteger)
+    # The call's columns the conversion figures filter and count by, as in call_fact_pages: the figures without a
+    # group key read these rows alone (joining them to their calls read every call of the range).
+    site_id: Mapped[int | None] = mapped_column(Integer)
+    queue_id: Mapped[int | None] = mapped_column(Integer)
+    channel: Mapped[str | None] = mapped_column(String(10))
+    visitor_id: Mapped[str | None] = mapped_column(String(48))
 
 
 class CallFactsStale(Base):

@@ -230,13 +230,16 @@ def attributions(rng: Range, window: timedelta, *names: str, name: str = "attrib
     )
     if not rng.facts:
         return live.cte(name)
-    f, valid = fresh_facts(rng, all_queues=False)
-    p = CallFactConversion.__table__
-    fresh = (
-        select(*(f.c[n] for n in names), f.c.call_id, f.c.visitor_id, p.c.conversion_id, p.c.cents, p.c.delay_us)
-        .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
-        .where(*facts_in_range(rng, p), *valid)
-    )
+    p, stale = CallFactConversion.__table__, CallFactsStale.__table__
+    if names:  # group keys of the calls: joined to call_facts
+        f, valid = fresh_facts(rng, all_queues=False)
+        fresh = (select(*(f.c[n] for n in names), f.c.call_id, f.c.visitor_id, p.c.conversion_id, p.c.cents,
+                        p.c.delay_us)
+                 .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
+                 .where(*valid))
+    else:  # the pairs alone (they carry the call's site, queue, channel and visitor)
+        fresh = (select(p.c.call_id, p.c.visitor_id, p.c.conversion_id, p.c.cents, p.c.delay_us)
+                 .where(*facts_in_range(rng, p), p.c.call_id.not_in(select(stale.c.call_id))))
     return union_all(fresh, live).cte(name)
 
 
@@ -301,8 +304,7 @@ def _site_queue_channel(rng: Range, c, all_queues: bool) -> list[ColumnElement[b
 
 
 def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElement[bool]]:
-    """in_range for call_facts or call_fact_pages (or call_fact_conversions: the range only), on the integer
-    created_us."""
+    """in_range for call_facts, call_fact_pages or call_fact_conversions, on the integer created_us."""
     lo, hi = rng.lo_us, rng.hi_us
     if rng.monotonic:
         conditions = [f.c.created_us >= lo, f.c.created_us < hi]
@@ -311,8 +313,6 @@ def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElemen
         local_day = rng.local_seconds_us(f.c.created_us) // 86400
         conditions = [f.c.created_us >= lo - slack, f.c.created_us < hi + slack,
                       local_day.between(rng.first_day, rng.last_day)]
-    if "site_id" not in f.c:  # call_fact_conversions: the range only (join call_facts for more)
-        return conditions
     return conditions + _site_queue_channel(rng, f, all_queues)
 
 

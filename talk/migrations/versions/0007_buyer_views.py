@@ -1,6 +1,6 @@
 """Buyers' page views for the non-caller figures without a lookup per buyer: `conversions.viewed_at`
 (analytics/buyerviews.py) and the calls' nearest conversions (`call_facts.bought_before_us`, `bought_after_us`);
-the call's columns the pages reports read, copied into `call_fact_pages` (analytics/callpages.py).
+the call's columns the reports read, copied into `call_fact_pages` and `call_fact_conversions`.
 
 All are filled here with one statement each, rather than by marking every call stale (recomputing the facts of
 150,000 calls takes minutes; these columns take seconds).
@@ -51,22 +51,25 @@ PAGE_COLUMNS = (("site_id", sa.Integer), ("queue_id", sa.Integer), ("channel", s
 
 
 def _copy_call_columns_to_pages() -> None:
-    """call_fact_pages gets the call's columns the pages reports read (analytics/callpages.py's CALL_COLUMNS)."""
-    for name, kind in PAGE_COLUMNS:
-        op.add_column("call_fact_pages", sa.Column(name, kind, nullable=True))
-    names = [name for name, _ in PAGE_COLUMNS]
-    p = sa.table("call_fact_pages", sa.column("created_us"), sa.column("call_id"), *map(sa.column, names))
-    f = sa.table("call_facts", sa.column("created_us"), sa.column("call_id"), *map(sa.column, names))
-    op.execute(sa.update(p).values({name: f.c[name] for name in names})
-               .where(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id))
+    """call_fact_pages and call_fact_conversions get the call's columns the reports read with them
+    (analytics/callpages.py's CALL_COLUMNS, analytics/callfacts.py's CONVERSION_COLUMNS)."""
+    for table, columns in (("call_fact_pages", PAGE_COLUMNS), ("call_fact_conversions", PAGE_COLUMNS[:4])):
+        for name, kind in columns:
+            op.add_column(table, sa.Column(name, kind, nullable=True))
+        names = [name for name, _ in columns]
+        p = sa.table(table, sa.column("created_us"), sa.column("call_id"), *map(sa.column, names))
+        f = sa.table("call_facts", sa.column("created_us"), sa.column("call_id"), *map(sa.column, names))
+        op.execute(sa.update(p).values({name: f.c[name] for name in names})
+                   .where(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id))
 
 
 def downgrade() -> None:
     for statement in buyerviews.drop_trigger_statements(op.get_bind().dialect.name):
         op.execute(sa.text(statement))
-    with op.batch_alter_table("call_fact_pages") as batch:
-        for name, _ in PAGE_COLUMNS:
-            batch.drop_column(name)
+    for table, columns in (("call_fact_pages", PAGE_COLUMNS), ("call_fact_conversions", PAGE_COLUMNS[:4])):
+        with op.batch_alter_table(table) as batch:
+            for name, _ in columns:
+                batch.drop_column(name)
     with op.batch_alter_table("call_facts") as batch:
         batch.drop_column("bought_after_us")
         batch.drop_column("bought_before_us")
