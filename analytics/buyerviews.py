@@ -13,7 +13,8 @@ a page view that no longer exists, or one of another visitor: so deleting a page
 the `viewed_at` of its visitor's conversions on the site at that time, and changing a conversion's visitor or site
 clears its own, by triggers (below), in the deleting transaction, whichever code path deletes.
 
-Set when recorded (analytics/conversions.py) and, for bulk loads, by `fill` (the generator, the migration).
+Set when recorded (analytics/conversions.py) and by the generator (from the page views it made); `fill` sets
+it for conversions stored before the column existed (the migration).
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ _SQLITE_CALL = ("INSERT INTO call_facts_stale (call_id) SELECT {row}.{column} WH
                 + _NOT_STALE.format(id="{row}.{column}") + ";")
 
 
-# Only the columns the facts read: conversions.viewed_at (analytics/buyerviews.py) is written after the fact.
+# Only the columns the facts read: conversions.viewed_at (analytics/buyerviews.py) is filled by a migration and
+# cleared by triggers, which must not mark calls stale.
 _CONVERSION_UPDATE = "UPDATE OF site_id, visitor_id, ts, value"
 
 

@@ -149,10 +149,17 @@ SOURCE_COLUMNS = ("source_kind", "source", "utm_source", "utm_medium", "utm_camp
 
 def fresh_facts(rng: Range, all_queues: bool = False) -> tuple:
     """call_facts, and the WHERE terms for its rows of calls in range whose facts are valid (not stale)."""
-    f, stale = CallFacts.__table__, CallFactsStale.__table__
+    f = CallFacts.__table__
+    return f, valid_rows(rng, f, all_queues)
+
+
+def valid_rows(rng: Range, table, all_queues: bool = False) -> list[ColumnElement[bool]]:
+    """WHERE terms for the rows of call_facts, call_fact_pages or call_fact_conversions of calls in range whose
+    facts are valid (not stale)."""
+    stale = CallFactsStale.__table__
     # NOT IN rather than NOT EXISTS: PostgreSQL hashes the (small) stale list once; for NOT EXISTS it plans a nested
     # loop over a table its statistics call empty, a scan per row.
-    return f, [*facts_in_range(rng, f, all_queues), f.c.call_id.not_in(select(stale.c.call_id))]
+    return [*facts_in_range(rng, table, all_queues), table.c.call_id.not_in(select(stale.c.call_id))]
 
 
 def live_calls(rng: Range, window: timedelta, all_queues: bool = False, name: str = "live_calls") -> CTE:
@@ -230,7 +237,7 @@ def attributions(rng: Range, window: timedelta, *names: str, name: str = "attrib
     )
     if not rng.facts:
         return live.cte(name)
-    p, stale = CallFactConversion.__table__, CallFactsStale.__table__
+    p = CallFactConversion.__table__
     if names:  # group keys of the calls: joined to call_facts
         f, valid = fresh_facts(rng, all_queues=False)
         fresh = (select(*(f.c[n] for n in names), f.c.call_id, f.c.visitor_id, p.c.conversion_id, p.c.cents,
@@ -239,7 +246,7 @@ def attributions(rng: Range, window: timedelta, *names: str, name: str = "attrib
                  .where(*valid))
     else:  # the pairs alone (they carry the call's site, queue, channel and visitor)
         fresh = (select(p.c.call_id, p.c.visitor_id, p.c.conversion_id, p.c.cents, p.c.delay_us)
-                 .where(*facts_in_range(rng, p), p.c.call_id.not_in(select(stale.c.call_id))))
+                 .where(*valid_rows(rng, p)))
     return union_all(fresh, live).cte(name)
 
 

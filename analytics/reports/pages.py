@@ -28,13 +28,13 @@ from sqlalchemy import and_, desc, func, literal_column, or_, select, true, unio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    Report, attributions, calls_in, count_callers, count_distinct, count_if, facts_in_range, live_calls,
-    own_landing_view, ratio,
+    Report, attributions, calls_in, count_callers, count_distinct, count_if, live_calls, own_landing_view,
+    ratio, valid_rows,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import binary, later, unindexed
-from talk.models import CallFactPage, CallFactsStale, PageEvent
+from talk.models import CallFactPage, PageEvent
 
 PAGE_COLUMNS = ("path", "views", "calls", "callers", "calls_converted", "conversion_rate")
 
@@ -73,10 +73,10 @@ def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after:
                  .select_from(journeys).join(view, on))
     if not rng.facts:
         return looked_up, looked_up
-    p, stale = CallFactPage.__table__, CallFactsStale.__table__
+    p = CallFactPage.__table__
     stored = (select(p.c.path, p.c.event_id, p.c.call_id, p.c.visitor_id, p.c.converted, p.c.first_in_call,
                      p.c.event_shared, p.c.visitor_shared, literal_column("0").label("live"))
-              .where(p.c.after == after, *facts_in_range(rng, p), p.c.call_id.not_in(select(stale.c.call_id))))
+              .where(p.c.after == after, *valid_rows(rng, p)))
     return union_all(stored, looked_up), looked_up
 
 

@@ -11,7 +11,6 @@ PostgreSQL:
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -32,7 +31,7 @@ from talk.demo import DEMO_SITE_KEY, seed_demo
 from talk.models import Conversion, PageEvent, Site
 from talk.settings import Settings
 from tests.integration.test_callfacts import ingest, page_view
-from tests.integration.test_reports import copy_data
+from tests.integration.test_reports import copy_data, generate_copy
 
 END = datetime(2026, 4, 2, tzinfo=timezone.utc)
 DAYS, VISITORS, SEED, WINDOW = 45, 300, 11, timedelta(days=7)
@@ -137,16 +136,8 @@ CHECKS = [check_generated, check_recorded_conversion, check_retention_clears_a_d
 
 @pytest.fixture(scope="module")
 def generated(seeded_data_dir, tmp_path_factory) -> Path:
-    data_dir = copy_data(seeded_data_dir, tmp_path_factory.mktemp("buyers"))
-
-    async def run() -> None:
-        engine = create_engine(Settings(data_dir=data_dir).resolved_database_url)
-        try:
-            await generate(engine, VISITORS, end=END, seed=SEED, days=DAYS, attribution_days=WINDOW.days)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    data_dir = tmp_path_factory.mktemp("buyers")
+    generate_copy(seeded_data_dir, data_dir, VISITORS, SEED)
     return data_dir
 
 

@@ -44,7 +44,7 @@ from talk.demo import seed_demo
 from talk.models import CallFactConversion, CallFactPage, CallFacts, CallFactsStale, CallRecord, PageEvent, Queue
 from talk.settings import Settings
 from talk.voicemails import add_voicemail
-from tests.integration.test_reports import copy_data
+from tests.integration.test_reports import copy_data, generate_copy
 
 END = datetime(2026, 4, 2, tzinfo=timezone.utc)
 DAYS, VISITORS, SEED, WINDOW = 45, 1000, 7, timedelta(days=7)
@@ -372,16 +372,8 @@ async def check_refresh_during_a_write(t: Db) -> None:
 
 @pytest.fixture(scope="module")
 def generated(seeded_data_dir, tmp_path_factory) -> Path:
-    data_dir = copy_data(seeded_data_dir, tmp_path_factory.mktemp("facts"))
-
-    async def run() -> None:
-        engine = create_engine(Settings(data_dir=data_dir).resolved_database_url)
-        try:
-            await generate(engine, VISITORS, end=END, seed=SEED, days=DAYS, attribution_days=WINDOW.days)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    data_dir = tmp_path_factory.mktemp("facts")
+    generate_copy(seeded_data_dir, data_dir, VISITORS, SEED)
     return data_dir
 
 

@@ -49,19 +49,25 @@ def copy_data(source: Path, target: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def generated(seeded_data_dir, tmp_path_factory) -> tuple[Path, Truth]:
-    """One generated data set per module, on a copy of the seeded demo database; tests copy it again."""
-    data_dir = copy_data(seeded_data_dir, tmp_path_factory.mktemp("generated"))
+def generate_copy(seeded: Path, target: Path, visitors: int, seed: int) -> Truth:
+    """Generate `visitors` (END, DAYS, WINDOW) into a copy of the seeded demo database at `target`."""
+    data_dir = copy_data(seeded, target)
 
     async def run() -> Truth:
         engine = create_engine(Settings(data_dir=data_dir).resolved_database_url)
         try:
-            return await generate(engine, VISITORS, end=END, seed=SEED, days=DAYS, attribution_days=WINDOW.days)
+            return await generate(engine, visitors, end=END, seed=seed, days=DAYS, attribution_days=WINDOW.days)
         finally:
             await engine.dispose()
 
-    return data_dir, asyncio.run(run())
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def generated(seeded_data_dir, tmp_path_factory) -> tuple[Path, Truth]:
+    """One generated data set per module, on a copy of the seeded demo database; tests copy it again."""
+    data_dir = tmp_path_factory.mktemp("generated")
+    return data_dir, generate_copy(seeded_data_dir, data_dir, VISITORS, SEED)
 
 
 @dataclass
