@@ -428,7 +428,8 @@ class CallFactConversion(Base):
     """A conversion attributed to a call whose facts are computed: cents and the delay from the call's end."""
 
     __tablename__ = "call_fact_conversions"
-    __table_args__ = {"sqlite_with_rowid": False}
+    # By conversion: which stored calls a conversion of the calls computed from raw rows is attributed to too.
+    __table_args__ = (Index("ix_call_fact_conversions_conversion_id", "conversion_id"), {"sqlite_with_rowid": False})
 
     created_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the call's
     call_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -147,9 +147,11 @@ async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta,
             select(*key_columns, f.c.visitor_id).where(*valid, f.c.visitor_id.in_(live_visitors)).distinct()):
         out[tuple(key)].shared_callers.add(visitor_id)
     live_conversions = select(conv.c.id).select_from(calls).join(conv, attributed_to(conv, calls, window))
+    # Looked up by conversion (ix_call_fact_conversions_conversion_id): stored_pairs would be every pair of the range.
     for *key, conversion_id in await db.execute(
-            select(*pair_keys, stored_pairs.c.conversion_id)
-            .where(stored_pairs.c.conversion_id.in_(live_conversions))):
+            select(*key_columns, p.c.conversion_id)
+            .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
+            .where(p.c.conversion_id.in_(live_conversions), *facts_in_range(rng, p), *valid).distinct()):
         out[tuple(key)].shared_conversions.add(conversion_id)
     return out
 
