@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    Report, attributed_to, cents, count_callers, facts_in_range, fresh_facts, live_calls, ratio,
+    Report, attributed_to, cents, count_callers, count_if, facts_in_range, fresh_facts, live_calls, ratio,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
@@ -126,9 +126,7 @@ async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta,
     f, valid = fresh_facts(rng)
     valid = [*valid, *where(f)]
     key_columns = [f.c[k] for k in keys]
-    for *key, n, callers, converted in await db.execute(
-            select(*key_columns, func.count(), count_callers(f, calls), func.sum(f.c.converted))
-            .where(*valid).group_by(*key_columns)):
+    for *key, n, callers, converted in await db.execute(_call_counts(db, f, calls, key_columns, valid)):
         group = out[tuple(key)]
         group.calls, group.callers, group.converted = int(n), int(callers), int(converted)
     p = CallFactConversion.__table__
@@ -154,6 +152,25 @@ async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta,
             .where(p.c.conversion_id.in_(live_conversions), *facts_in_range(rng, p), *valid).distinct()):
         out[tuple(key)].shared_conversions.add(conversion_id)
     return out
+
+
+def _call_counts(db: AsyncSession, f, calls, key_columns: list, valid: list):
+    """Per group of call_facts' `key_columns` (rows `valid`): calls, callers (count_callers: distinct visitors) and
+    calls converted. On PostgreSQL in two steps: grouped by the keys and by the visitor where count_callers would
+    count it DISTINCT (NULL where it counts the row plainly), then by the keys, where each such visitor is one row:
+    hashed, where one step sorts every call of the range by the keys for its DISTINCT count."""
+    if db.bind.dialect.name != "postgresql":
+        return (select(*key_columns, func.count(), count_callers(f, calls), func.sum(f.c.converted))
+                .where(*valid).group_by(*key_columns))
+    once = and_(f.c.repeat_caller == 0, f.c.visitor_id.not_in(select(calls.c.visitor_id)))
+    keys = [*(column.label(f"key{i}") for i, column in enumerate(key_columns)),
+            case((~once, f.c.visitor_id)).label("visitor_key")]
+    grouped = (select(*keys, func.count().label("n"), count_if(once).label("once"),
+                      func.sum(f.c.converted).label("converted")).where(*valid).group_by(*keys).subquery())
+    g = grouped.c
+    group_keys = [g[f"key{i}"] for i in range(len(key_columns))]
+    return (select(*group_keys, func.sum(g.n), func.sum(g.once) + func.count(g.visitor_key), func.sum(g.converted))
+            .group_by(*group_keys))
 
 
 def _merged(stored: dict[tuple, _Stored], live: dict[tuple, _Group]) -> dict[tuple, _Group | _Stored]:
