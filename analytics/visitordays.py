@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, text
+from sqlalchemy import and_, bindparam, exists, or_, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -325,16 +325,22 @@ def _whole_days(lo: datetime, hi: datetime) -> tuple[int, int, bool, bool]:
     return a, b, lo < start_of(a), hi > start_of(b + 1)
 
 
-def viewed_between(site_id, visitor_id, lo: datetime, hi: datetime) -> ColumnElement[bool] | None:
+def viewed_between(site_id, visitor_id, lo: datetime, hi: datetime,
+                   mostly_false: bool = False) -> ColumnElement[bool] | None:
     """SQL: the (site, visitor) columns have a page view in [lo, hi), by a primary-key probe of `visitor_days` (far
     smaller than `events`' visitor index); None when [lo, hi) lies inside one UTC day without touching either end.
     Without a head or tail the edge terms are false by themselves (no row of day a-1 has last_ts >= the start of
-    day a), so no case needs its own SQL."""
+    day a), so no case needs its own SQL. `mostly_false`: for visitors expected unseen, one probe over the days
+    from a-1 to b+1 instead of three (which a false answer runs all of)."""
     a, b, head, tail = _whole_days(lo, hi)
     if head and tail and a - 1 == b + 1:
         return None
     d = VisitorDay.__table__
     mine = [d.c.site_id == site_id, d.c.visitor_id == visitor_id]
+    if mostly_false:
+        # On day a-1 only last_ts >= lo can hold, on day b+1 only first_ts < hi; the days between always do.
+        return exists().where(*mine, d.c.day.between(a - 1, b + 1),
+                              or_(d.c.day.between(a, b), and_(d.c.last_ts >= lo, d.c.first_ts < hi)))
     # Three probes rather than one with an OR: the whole days' (usually true, decided first) reads the primary key
     # index only, never the rows.
     return or_(exists().where(*mine, d.c.day.between(a, b)),

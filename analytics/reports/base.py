@@ -224,7 +224,8 @@ def count_callers(calls, live, key=None, where=None) -> ColumnElement[int]:
     several = ~once
     if where is not None:
         once, several = and_(once, where), and_(several, where)
-    return count_if(once) + count_distinct(calls.c.visitor_id if key is None else key, several)
+    # Byte-wise: PostgreSQL sorts a DISTINCT aggregate's values, comparing them by the locale's strcoll otherwise.
+    return count_if(once) + count_distinct(binary(calls.c.visitor_id if key is None else key), several)
 
 
 def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:

@@ -1,7 +1,8 @@
 """The visitor-day rollup (analytics/visitordays.py) against a recount from the page views, on SQLite (the event
 store's own sqlite3 path) and PostgreSQL: page views of several sites and visitors written in random groups, out of
 order and replayed, then distinct visitors of many ranges in several time zones (whole and partial UTC days, one
-local day, daylight saving days), and again after a visitor is forgotten and after retention cut a day in two."""
+local day, daylight saving days), and again after a visitor is forgotten and after retention cut a day in two;
+and whether each visitor was seen in those ranges, by both ways of probing the rollup."""
 
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ async def recount(db, lo: datetime, hi: datetime, site_id: int | None) -> int:
     return await db.scalar(select(text("count(*)")).select_from(pairs.distinct().subquery()))
 
 
+async def probed(db, lo: datetime, hi: datetime, mostly_false: bool) -> int | None:
+    """Visitors (site, visitor) of any time that viewed_between finds seen in [lo, hi) (None: it cannot tell)."""
+    e = PageEvent.__table__
+    pairs = select(e.c.site_id, e.c.visitor_id).distinct().subquery()
+    seen = visitordays.viewed_between(pairs.c.site_id, pairs.c.visitor_id, lo, hi, mostly_false=mostly_false)
+    return None if seen is None else await db.scalar(select(func.count()).select_from(pairs).where(seen))
+
+
 async def check_links_and_counts(db) -> None:
     """Every row linked to its visitor's previous and next day, its first and last page view those of the stored
     page views, and the counts exactly the rows' (day, prev_day)."""
@@ -88,6 +97,8 @@ async def check_ranges(db, sites: list[int], rng: random.Random, tries: int = 60
             seen = await visitordays.visitors_seen(db, lo, hi, site_id)
             assert seen == await recount(db, lo, hi, site_id), (lo, hi, site_id)
             partial += lo.time() != datetime.min.time()
+        for mostly_false in (False, True):  # each visitor probed: the same visitors, both ways of probing
+            assert await probed(db, lo, hi, mostly_false) in (None, await recount(db, lo, hi, None)), (lo, hi)
     for day in (date(2026, 3, 29), date(2026, 3, 28)):  # London's 23-hour day lies inside one UTC day
         lo, hi = bounds(day, day, "Europe/London")
         assert await visitordays.visitors_seen(db, lo, hi, None) == await recount(db, lo, hi, None)
