@@ -258,18 +258,27 @@ def _facts_of(db: AsyncSession, ids: list[str], window: timedelta):
             .where(c.c.id.in_(ids)))
 
 
-CONVERSION_COLUMNS = ("created_us", "call_id", "conversion_id", "cents", "delay_us", "site_id", "queue_id", "channel",
-                      "visitor_id")
+# The call's columns the attributed conversions carry (copied from its facts, stored just before).
+CONVERSION_CALL_COLUMNS = ("site_id", "queue_id", "channel", "visitor_id", "person_id", "landing_page", "source_kind",
+                           "source", "utm_source", "utm_medium", "utm_campaign")
+CONVERSION_COLUMNS = ("created_us", "call_id", "conversion_id", "cents", "delay_us", *CONVERSION_CALL_COLUMNS)
 
 
 def _conversions_of(ids: list[str], window: timedelta):
-    """CONVERSION_COLUMNS of the conversions attributed to the calls `ids`."""
-    c, conv = CallRecord.__table__, Conversion.__table__
+    """CONVERSION_COLUMNS of the conversions attributed to the calls `ids` (whose facts are stored)."""
+    c, conv, f = CallRecord.__table__, Conversion.__table__, CallFacts.__table__
     return (select(epoch_us(c.c.created_at), c.c.id, conv.c.id, cents(conv.c.value),
-                   epoch_us(conv.c.ts) - epoch_us(c.c.ended_at), c.c.site_id, c.c.queue_id, c.c.channel,
-                   c.c.visitor_id)
-            .select_from(c.join(conv, attributed_to(conv, c, window)))
+                   epoch_us(conv.c.ts) - epoch_us(c.c.ended_at), *(f.c[name] for name in CONVERSION_CALL_COLUMNS))
+            .select_from(c.join(f, f.c.call_id == c.c.id).join(conv, attributed_to(conv, c, window)))
             .where(c.c.id.in_(ids)))
+
+
+def copy_call_columns_to_conversions(names: tuple[str, ...] = CONVERSION_CALL_COLUMNS):
+    """UPDATE: the stored attributed conversions get their call's columns `names` from its facts (the migrations
+    that add such columns; refresh writes them with the pairs)."""
+    p, f = CallFactConversion.__table__, CallFacts.__table__
+    return (update(p).values({name: f.c[name] for name in names})
+            .where(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id))
 
 
 async def _forget(db: AsyncSession, ids: list[str]) -> None:

@@ -231,7 +231,7 @@ def count_callers(calls, live, key=None, where=None) -> ColumnElement[int]:
 def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:
     """(call, conversion) pairs of the calls in range (calls_in): call_id, visitor_id, conversion_id, cents, the
     delay from the call's end to the purchase in microseconds, and the calls' columns `names` (group keys: so the
-    pairs need not be joined back to the calls). From call_fact_conversions for calls with valid facts."""
+    pairs need not be joined back to the calls). From call_fact_conversions alone for calls with valid facts."""
     conv, calls = Conversion.__table__, live_calls(rng, window, name=f"{name}_live")
     live = (
         select(*(calls.c[n] for n in names), calls.c.id.label("call_id"), calls.c.visitor_id,
@@ -242,15 +242,10 @@ def attributions(rng: Range, window: timedelta, *names: str, name: str = "attrib
     if not rng.facts:
         return live.cte(name)
     p = CallFactConversion.__table__
-    if names:  # group keys of the calls: joined to call_facts
-        f, valid = fresh_facts(rng, all_queues=False)
-        fresh = (select(*(f.c[n] for n in names), f.c.call_id, f.c.visitor_id, p.c.conversion_id, p.c.cents,
-                        p.c.delay_us)
-                 .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
-                 .where(*valid))
-    else:  # the pairs alone (they carry the call's site, queue, channel and visitor)
-        fresh = (select(p.c.call_id, p.c.visitor_id, p.c.conversion_id, p.c.cents, p.c.delay_us)
-                 .where(*valid_rows(rng, p)))
+    # The pairs alone: they carry the call's site, queue, channel, visitor and group keys.
+    fresh = (select(*(p.c[n] for n in names), p.c.call_id, p.c.visitor_id, p.c.conversion_id, p.c.cents,
+                    p.c.delay_us)
+             .where(*valid_rows(rng, p)))
     return union_all(fresh, live).cte(name)
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
-    Report, attributed_to, cents, count_callers, count_if, facts_in_range, fresh_facts, live_calls, ratio,
+    Report, attributed_to, cents, count_callers, count_if, fresh_facts, live_calls, ratio, valid_rows,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
@@ -129,10 +129,11 @@ async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta,
     for *key, n, callers, converted in await db.execute(_call_counts(db, f, calls, key_columns, valid)):
         group = out[tuple(key)]
         group.calls, group.callers, group.converted = int(n), int(callers), int(converted)
+    # The attributed conversions carry their call's group keys: read alone.
     p = CallFactConversion.__table__
-    stored_pairs = (select(*key_columns, p.c.conversion_id, p.c.cents)
-                    .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
-                    .where(*facts_in_range(rng, p), *valid).distinct().subquery())
+    valid_pairs = [*valid_rows(rng, p), *where(p)]
+    stored_pairs = (select(*(p.c[k] for k in keys), p.c.conversion_id, p.c.cents).where(*valid_pairs)
+                    .distinct().subquery())
     pair_keys = [stored_pairs.c[k] for k in keys]
     for *key, n, total in await db.execute(
             select(*pair_keys, func.count(), func.sum(stored_pairs.c.cents)).group_by(*pair_keys)):
@@ -147,9 +148,8 @@ async def _stored_groups(db: AsyncSession, rng: Range, calls, window: timedelta,
     live_conversions = select(conv.c.id).select_from(calls).join(conv, attributed_to(conv, calls, window))
     # Looked up by conversion (ix_call_fact_conversions_conversion_id): stored_pairs would be every pair of the range.
     for *key, conversion_id in await db.execute(
-            select(*key_columns, p.c.conversion_id)
-            .select_from(p.join(f, and_(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id)))
-            .where(p.c.conversion_id.in_(live_conversions), *facts_in_range(rng, p), *valid).distinct()):
+            select(*(p.c[k] for k in keys), p.c.conversion_id)
+            .where(p.c.conversion_id.in_(live_conversions), *valid_pairs).distinct()):
         out[tuple(key)].shared_conversions.add(conversion_id)
     return out
 

@@ -284,6 +284,20 @@ async def check_generated(t: Db) -> None:
     assert calls == facts > 50
     assert not await t.all(select(c.c.id).where(c.c.id.not_in(select(f.c.call_id))))
     await t.assert_exact()
+    await check_copied_call_columns(t)
+
+
+async def check_copied_call_columns(t: Db) -> None:
+    """The attributed conversions' call columns as the migrations fill them equal what refresh wrote."""
+    p = CallFactConversion.__table__
+    columns = [p.c[name] for name in callfacts.CONVERSION_CALL_COLUMNS]
+    pairs = select(p.c.call_id, p.c.conversion_id, *columns).order_by(p.c.call_id, p.c.conversion_id)
+    written = await t.all(pairs)
+    assert len(written) > 20 and any(r.source_kind for r in written) and any(r.person_id for r in written)
+    async with t.session() as db, db.begin():
+        await db.execute(update(p).values({column.name: None for column in columns}))
+        await db.execute(callfacts.copy_call_columns_to_conversions())
+    assert await t.all(pairs) == written
 
 
 async def check_write(t: Db, kind: str) -> None:
