@@ -6,7 +6,8 @@ definitions exactly; each module's docstring defines its own columns (docs/api.m
 
 - filters.py: `ReportFilters` (dates, IANA time zone, site, queue, channel) and their UTC bounds and local days.
 - sqltime.py: the expressions the two engines spell differently (epoch seconds, adding a duration, substrings).
-- base.py: the calls in range (one CTE), attribution of conversions, order statistics.
+- base.py: the calls in range (one CTE), attribution of conversions.
+- spread.py: order statistics (median, p90: wait and talk times, delays to purchase).
 - summary.py, calls.py, conversion.py, pages.py, traffic.py, people.py: the reports.
 - timeline.py: one call from the pages before it to the purchases after it.
 
