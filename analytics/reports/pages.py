@@ -81,8 +81,9 @@ def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after:
 
 
 def _distinct_flags(views, live) -> tuple:
-    """Which rows of `views` (call_views) count plainly: (stored_first, event_distinct, visitor_distinct). `live`:
-    the looked-up rows, whose page views and visitors make stored rows sharing them count DISTINCT too."""
+    """The conditions on rows of `views` (call_views): (stored_first, event_distinct, visitor_distinct), the last two
+    true where the row's page view or visitor must be counted DISTINCT. `live`: the looked-up rows, whose page views
+    and visitors make stored rows sharing them count DISTINCT too."""
     u = views.c
     return (and_(u.live == 0, u.first_in_call == 1),
             or_(u.event_shared == 1, u.event_id.in_(select(live.c.event_id))),
@@ -113,7 +114,7 @@ def _grouped_counts(views, live):
     the row needs it (NULL where not), the plain counts summed in each group; then per path. Every unique row falls
     into its path's one group, so the DISTINCT counts of the second step see a fraction of the rows (a year: 36,000
     groups of 270,000 rows). PostgreSQL sorted every row by path for its DISTINCT aggregates, and hashes the first
-    step (pages reports over a year 0.75x). SQLite sorts for every GROUP BY: this took it 1.7x the time of one."""
+    step (the statement over a year 0.75x). SQLite sorts for every GROUP BY: this took it 1.7x the time of one."""
     u = views.c
     stored_first, event_distinct, visitor_distinct = _distinct_flags(views, live)
     keys = [binary(u.path).label("path"), case((event_distinct, u.event_id)).label("event_key"),
