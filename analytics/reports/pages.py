@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, desc, func, literal_column, or_, select, true, union_all
+from sqlalchemy import and_, case, desc, func, literal_column, null, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import (
@@ -59,11 +59,11 @@ def _live_journeys(calls):
             .where(calls.c.has_journey.is_(True)).offset(0).subquery("journeys"))
 
 
-def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after: int):
+def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after: int) -> tuple:
     """(path, event_id, call_id, visitor_id, converted, first_in_call, event_shared, visitor_shared, live) of each
-    page view matching(events, calls) of the calls in range made with consent: from
-    call_fact_pages for calls with valid facts (flags: analytics/callpages.py), looked up in the page views for the
-    others (`live` 1: their rows count as shared, so they are counted DISTINCT). Also the looked-up part alone."""
+    page view matching(events, calls) of the calls in range made with consent, in two parts: the rows of
+    call_fact_pages for calls with valid facts (flags: analytics/callpages.py; None without `rng.facts`), and the
+    page views looked up for the others (`live` 1: their rows count as shared, so they are counted DISTINCT)."""
     journeys = _live_journeys(live_calls(rng, window))
     view, on = _views(db, matching(PageEvent.__table__, journeys))
     one = literal_column("1")
@@ -72,29 +72,30 @@ def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after:
                         one.label("event_shared"), one.label("visitor_shared"), one.label("live"))
                  .select_from(journeys).join(view, on))
     if not rng.facts:
-        return looked_up, looked_up
+        return None, looked_up
     p = CallFactPage.__table__
     stored = (select(p.c.path, p.c.event_id, p.c.call_id, p.c.visitor_id, p.c.converted, p.c.first_in_call,
                      p.c.event_shared, p.c.visitor_shared, literal_column("0").label("live"))
               .where(p.c.after == after, *valid_rows(rng, p)))
-    return union_all(stored, looked_up), looked_up
+    return stored, looked_up
 
 
 def _distinct_flags(views, live) -> tuple:
-    """The conditions on rows of `views` (call_views): (stored_first, event_distinct, visitor_distinct), the last two
-    true where the row's page view or visitor must be counted DISTINCT. `live`: the looked-up rows, whose page views
-    and visitors make stored rows sharing them count DISTINCT too."""
+    """The conditions on rows of `views` (call_views' rows): (stored_first, event_distinct, visitor_distinct), the
+    last two true where the row's page view or visitor must be counted DISTINCT. `live`: the looked-up rows, whose
+    page views and visitors make stored rows sharing them count DISTINCT too."""
     u = views.c
     return (and_(u.live == 0, u.first_in_call == 1),
             or_(u.event_shared == 1, u.event_id.in_(select(live.c.event_id))),
             or_(u.visitor_shared == 1, u.visitor_id.in_(select(live.c.visitor_id))))
 
 
-def _counts(views, live):
-    """views, calls, callers, calls_converted per path of the rows of `views` (call_views): rows that are unique (by
-    their flags) counted plainly, the others DISTINCT. SQLite's plan: one GROUP BY path."""
+def _counts(stored, looked_up):
+    """views, calls, callers, calls_converted per path of call_views' rows (`stored`, `looked_up`): rows that are
+    unique (by their flags) counted plainly, the others DISTINCT. SQLite's plan: one GROUP BY path."""
+    views = (looked_up if stored is None else union_all(stored, looked_up)).subquery("call_views")
     u = views.c
-    stored_first, event_distinct, visitor_distinct = _distinct_flags(views, live)
+    stored_first, event_distinct, visitor_distinct = _distinct_flags(views, looked_up.subquery("live_views"))
     # Paths grouped under byte-wise collation: the same groups (equal means equal bytes either way), but
     # PostgreSQL's sorts for them compare bytes instead of calling the locale's strcoll (10-20% faster).
     path = binary(u.path).label("path")
@@ -109,22 +110,32 @@ def _counts(views, live):
     ).group_by(path)
 
 
-def _grouped_counts(views, live):
-    """The same in two steps, PostgreSQL's plan: the rows grouped by path and by the values to count DISTINCT where
-    the row needs it (NULL where not), the plain counts summed in each group; then per path. Every unique row falls
-    into its path's one group, so the DISTINCT counts of the second step see a fraction of the rows (a year: 36,000
-    groups of 270,000 rows). PostgreSQL sorted every row by path for its DISTINCT aggregates, and hashes the first
-    step (the statement over a year 0.75x). SQLite sorts for every GROUP BY: this took it 1.7x the time of one."""
-    u = views.c
-    stored_first, event_distinct, visitor_distinct = _distinct_flags(views, live)
-    keys = [binary(u.path).label("path"), case((event_distinct, u.event_id)).label("event_key"),
-            case((visitor_distinct, binary(u.visitor_id))).label("visitor_key"),
-            case((u.live == 1, binary(u.call_id))).label("call_key"),
-            case((and_(u.live == 1, u.converted == 1), binary(u.call_id))).label("converted_key")]
-    grouped = select(*keys, count_if(~event_distinct).label("views"), count_if(stored_first).label("calls"),
-                     count_if(and_(u.first_in_call == 1, ~visitor_distinct)).label("callers"),
-                     count_if(and_(stored_first, u.converted == 1)).label("converted")).group_by(*keys).subquery()
-    g = grouped.c
+def _grouped_counts(stored, looked_up):
+    """The same in two steps, PostgreSQL's plan. First the stored rows grouped by path and by the values to count
+    DISTINCT where the row needs it (NULL where not), the plain counts summed in each group: every unique row falls
+    into its path's one group, so the second step sees a fraction of the rows (a year: 36,000 groups of 270,000
+    rows). Then those groups and the looked-up rows (all DISTINCT) per path. PostgreSQL sorted every row by path
+    for its DISTINCT aggregates, and hashes the first step (the statement over a year 0.75x); the looked-up rows
+    kept apart, the stored ones are grouped straight from the table. SQLite sorts for every GROUP BY: this took it
+    1.7x the time of one."""
+    live = looked_up.subquery("live_views")
+    v, none = live.c, null()
+    parts = [select(binary(v.path).label("path"), v.event_id.label("event_key"),
+                    binary(v.visitor_id).label("visitor_key"), binary(v.call_id).label("call_key"),
+                    case((v.converted == 1, binary(v.call_id))).label("converted_key"),
+                    *(literal_column("0").label(name) for name in ("views", "calls", "callers", "converted")))]
+    if stored is not None:
+        rows = stored.subquery("stored_views")
+        u = rows.c
+        stored_first, event_distinct, visitor_distinct = _distinct_flags(rows, live)
+        keys = [binary(u.path).label("path"), case((event_distinct, u.event_id)).label("event_key"),
+                case((visitor_distinct, binary(u.visitor_id))).label("visitor_key")]
+        parts.insert(0, select(*keys, none.label("call_key"), none.label("converted_key"),
+                               count_if(~event_distinct).label("views"), count_if(stored_first).label("calls"),
+                               count_if(and_(u.first_in_call == 1, ~visitor_distinct)).label("callers"),
+                               count_if(and_(stored_first, u.converted == 1)).label("converted"))
+                     .group_by(*keys))
+    g = union_all(*parts).subquery("grouped").c
     return select(g.path, (func.sum(g.views) + func.count(g.event_key.distinct())).label("views"),
                   (func.sum(g.calls) + func.count(g.call_key.distinct())).label("calls"),
                   (func.sum(g.callers) + func.count(g.visitor_key.distinct())).label("callers"),
@@ -134,9 +145,9 @@ def _grouped_counts(views, live):
 
 async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, after: int, name: str) -> Report:
     """The report on the page views matching(events, calls) of the calls in range made with consent."""
-    rows, looked_up = call_views(db, rng, window, matching, after)
+    stored, looked_up = call_views(db, rng, window, matching, after)
     per_path = _grouped_counts if db.bind.dialect.name == "postgresql" else _counts
-    counts = per_path(rows.subquery("call_views"), looked_up.subquery("live_views")).subquery("counts")
+    counts = per_path(stored, looked_up).subquery("counts")
     statement = (select(counts).order_by(desc(counts.c.calls), desc(counts.c.views), counts.c.path)
                  .limit(rng.limit))
     rows = [(r.path, int(r.views), int(r.calls), int(r.callers), int(r.calls_converted),
