@@ -60,11 +60,9 @@ def spread_of(n, total, largest, picks) -> Spread:
 
 
 async def spread(db, values) -> Spread:
-    """Order statistics of the one column of `values` (a subquery), in one query: with ordered_stats on PostgreSQL,
-    with window functions elsewhere."""
+    """Order statistics of the one column of `values` (a subquery), in a statement of their own, with window
+    functions: SQLite's plan (on PostgreSQL the reports take ordered_stats in their aggregate pass instead)."""
     (column,) = values.c
-    if db.bind.dialect.name == "postgresql":
-        return spread_of(*(await db.execute(select(*ordered_stats(column)))).one())
     n_over = func.count().over()
     ranked = select(column.label("v"), func.row_number().over(order_by=column).label("rn"), n_over.label("n"),
                     func.sum(column).over().label("total")).select_from(values).subquery()

@@ -1,6 +1,6 @@
-"""Order statistics (analytics/reports/spread.py): PostgreSQL's percentile_disc plan and SQLite's window-function
-plan give the figures a sort in Python gives, for every count from 0 to 41 (odd and even, the ranks where 0.9 * n
-is whole and where it is not), with ties and NULLs."""
+"""Order statistics (analytics/reports/spread.py): the window-function plan (on both engines) and PostgreSQL's
+percentile_disc plan give the figures a sort in Python gives, for every count from 0 to 41 (odd and even, the ranks
+where 0.9 * n is whole and where it is not), with ties and NULLs."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def batches() -> dict[int, list[int | None]]:
 
 
 async def figures(url: str) -> dict[int, tuple[Spread, Spread | None]]:
-    """Per batch: spread() over the batch's values, and on PostgreSQL also ordered_stats in a grouped query."""
+    """Per batch: spread() (window functions) over the batch's values, and on PostgreSQL also ordered_stats in
+    a grouped query."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
