@@ -29,9 +29,10 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from analytics import factdays
 from analytics.callpages import of_calls, store_pages
 from analytics.reports.base import attributed_to, cents, fact_sources, live_facts
 from analytics.reports.sqltime import MICROSECOND, epoch_us
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # calls per refresh transaction: short enough not to hold SQLite's write lock for long
 INTERVAL = 1.0  # seconds between the keeper's rounds
-REFRESH_LOCK = 0x7A1C_FAC7  # PostgreSQL advisory lock key of refresh
+REFRESH_LOCK = 0x7A1C_FAC7  # PostgreSQL advisory lock key of refresh (and of the day sums' rebuild)
+REBUILD_DAYS = 31  # days of sums rewritten per transaction
 
 # ----- triggers -----
 
@@ -260,7 +262,7 @@ def _facts_of(db: AsyncSession, ids: list[str], window: timedelta):
 
 # The call's columns the attributed conversions carry (copied from its facts, stored just before).
 CONVERSION_CALL_COLUMNS = ("site_id", "queue_id", "channel", "visitor_id", "person_id", "landing_page", "source_kind",
-                           "source", "utm_source", "utm_medium", "utm_campaign")
+                           "source", "utm_source", "utm_medium", "utm_campaign", "repeat_caller")
 CONVERSION_COLUMNS = ("created_us", "call_id", "conversion_id", "cents", "delay_us", *CONVERSION_CALL_COLUMNS)
 
 
@@ -281,37 +283,44 @@ def copy_call_columns_to_conversions(names: tuple[str, ...] = CONVERSION_CALL_CO
             .where(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id))
 
 
-async def _forget(db: AsyncSession, ids: list[str]) -> None:
+async def _forget(db: AsyncSession, ids: list[str]) -> list[int]:
     """Delete the stored facts of these calls (the pages and conversions by their primary keys, which hold the
-    call's created_us)."""
+    call's created_us); the created_us of those deleted."""
     f = CallFacts.__table__
     keys = (await db.execute(select(f.c.created_us, f.c.call_id).where(f.c.call_id.in_(ids)))).all()
     if not keys:
-        return
+        return []
     for table in (CallFactPage.__table__, CallFactConversion.__table__, f):
         await db.execute(delete(table).where(*of_calls(table, keys)))
+    return [created_us for created_us, _call_id in keys]
 
 
-async def _flag_repeat_callers(db: AsyncSession, visitors: list[str]) -> None:
-    """repeat_caller = 1 on every stored call of these visitors who have more than one."""
-    f = CallFacts.__table__
+async def _flag_repeat_callers(db: AsyncSession, visitors: list[str]) -> list[int]:
+    """repeat_caller = 1 (and unsummed = 1: analytics/factdays.py) on every stored call of these visitors who have
+    more than one, and on their attributed conversions; the created_us of the calls flagged."""
+    f, p = CallFacts.__table__, CallFactConversion.__table__
+    flagged = []
     for at in range(0, len(visitors), 400):
         repeat = (select(f.c.visitor_id).where(f.c.visitor_id.in_(visitors[at:at + 400]))
                   .group_by(f.c.visitor_id).having(func.count() > 1))
-        await db.execute(update(f).where(f.c.visitor_id.in_(repeat), f.c.repeat_caller == 0).values(repeat_caller=1))
+        keys = (await db.execute(update(f).where(f.c.visitor_id.in_(repeat), f.c.repeat_caller == 0)
+                                 .values(repeat_caller=1, unsummed=1).returning(f.c.created_us, f.c.call_id))).all()
+        if keys:
+            await db.execute(update(p).where(*of_calls(p, keys)).values(repeat_caller=1))
+        flagged += [created_us for created_us, _call_id in keys]
+    return flagged
 
 
 async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> int:
     """Compute the facts of up to `limit` stale calls, in the caller's transaction (commit it). The number of calls
     taken off the stale list: 0 when none is left."""
-    if db.bind.dialect.name == "postgresql":
-        # One refresh at a time, whichever node: the pages' sharing flags are set against the stored rows, which a
-        # concurrent refresh's uncommitted rows would be missing from. (SQLite writers take turns anyway.)
-        await db.execute(select(func.pg_advisory_xact_lock(REFRESH_LOCK)))
+    # One refresh at a time, whichever node: the pages' sharing flags are set against the stored rows, which a
+    # concurrent refresh's uncommitted rows would be missing from.
+    await _lock_refresh(db)
     ids = await _claim(db, limit)
     if not ids:
         return 0
-    await _forget(db, ids)
+    touched = await _forget(db, ids)
     rows = []
     for row in (await db.execute(_facts_of(db, ids, window))).mappings():
         facts = {key: value for key, value in row.items() if not key.startswith("source_")}
@@ -321,21 +330,47 @@ async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> in
         utm = (row["source_utm_source"], row["source_utm_medium"], campaign) if campaign is not None else (None,) * 3
         rows.append({**facts, "source_kind": kind, "source": source, "repeat_caller": 0,
                      "utm_source": utm[0], "utm_medium": utm[1], "utm_campaign": utm[2]})
+    touched += [row["created_us"] for row in rows]
     if rows:  # (ids of calls deleted since they were marked have no rows)
         await db.execute(insert(CallFacts), rows)
-        await _flag_repeat_callers(db, sorted({row["visitor_id"] for row in rows}))
-    await store_pages(db, ids, window)
+        touched += await _flag_repeat_callers(db, sorted({row["visitor_id"] for row in rows}))
+        f = CallFacts.__table__
+        await db.execute(update(f).where(f.c.call_id.in_(ids)).values(unsummed=case((factdays.unsummed(f), 1),
+                                                                                    else_=0)))
+    touched += await store_pages(db, ids, window)
     pairs = CallFactConversion.__table__
     await db.execute(insert(pairs).from_select(list(CONVERSION_COLUMNS), _conversions_of(ids, window)))
+    await factdays.mark_dirty(db, touched)
     return len(ids)
 
 
 async def catch_up(sessionmaker: async_sessionmaker[AsyncSession], window: timedelta,
                    progress: Callable[[int], None] | None = None) -> int:
-    """Refresh until no call is stale (each batch its own transaction); the number of calls refreshed."""
+    """Refresh until no call is stale (each batch its own transaction), then bring the day sums up to date; the
+    number of calls refreshed."""
     async with sessionmaker() as db, db.begin():
         await use_window(db, window)
-    return await _refresh_all(sessionmaker, window, progress)
+    done = await _refresh_all(sessionmaker, window, progress)
+    await rebuild_day_sums(sessionmaker)
+    return done
+
+
+async def rebuild_day_sums(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Rewrite the dirty days' sums (analytics/factdays.py), a month of days per transaction, under the refresh
+    lock: a refresh changing a day's rows meanwhile marks it dirty again after the rebuild. The days rewritten."""
+    done = 0
+    while True:
+        async with sessionmaker() as db, db.begin():
+            await _lock_refresh(db)
+            n = await factdays.rebuild(db, limit=REBUILD_DAYS)
+        if not n:
+            return done
+        done += n
+
+
+async def _lock_refresh(db: AsyncSession) -> None:
+    if db.bind.dialect.name == "postgresql":  # (SQLite writers take turns anyway)
+        await db.execute(select(func.pg_advisory_xact_lock(REFRESH_LOCK)))
 
 
 async def _refresh_all(sessionmaker: async_sessionmaker[AsyncSession], window: timedelta,
@@ -382,11 +417,17 @@ class FactsKeeper:
                     window_set = True
                 elif await self._any_stale():  # (a read: SQLite's write lock only when there is work)
                     self.refreshed += await _refresh_all(self._sessionmaker, self._window)
+                if await self._any_dirty():
+                    await rebuild_day_sums(self._sessionmaker)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("call facts: refresh failed; trying again later")
             await asyncio.sleep(self._interval)
+
+    async def _any_dirty(self) -> bool:
+        async with self._sessionmaker() as db:
+            return await factdays.any_dirty(db)
 
     async def _any_stale(self) -> bool:
         async with self._sessionmaker() as db:

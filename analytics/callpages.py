@@ -100,13 +100,15 @@ def _flag(rows: list[dict], shared_events: set[tuple], shared_paths: dict[tuple,
         row["visitor_shared"] = int(path in shared_paths or len(calls_of_path[path]) > 1)
 
 
-async def _flag_stored(db: AsyncSession, events: set[tuple], rows: list[tuple]) -> None:
+async def _flag_stored(db: AsyncSession, events: set[tuple], rows: list[tuple]) -> set[int]:
     """Flag the stored rows the new ones share with: by page view (after, event_id) and by key (after, created_us,
-    call_id, path), a statement per few hundred."""
+    call_id, path), a statement per few hundred. The created_us of the rows flagged (the day sums to rebuild)."""
     p = CallFactPage.__table__
+    touched = {created_us for _after, created_us, _call_id, _path in rows}
     # By page view alone: the other direction's row of the page view, if any, is flagged too, which is allowed.
     for chunk in _chunks(sorted({event_id for _after, event_id in events})):
-        await db.execute(update(p).where(p.c.event_shared == 0, p.c.event_id.in_(chunk)).values(event_shared=1))
+        touched.update(await db.scalars(update(p).where(p.c.event_shared == 0, p.c.event_id.in_(chunk))
+                                        .values(event_shared=1).returning(p.c.created_us)))
     calls_of: dict[tuple, set] = defaultdict(set)
     for after, created_us, call_id, path in rows:
         calls_of[after, path].add((created_us, call_id))
@@ -114,16 +116,18 @@ async def _flag_stored(db: AsyncSession, events: set[tuple], rows: list[tuple]) 
         for chunk in _chunks(sorted(calls)):
             await db.execute(update(p).where(p.c.visitor_shared == 0, p.c.after == after, p.c.path == path,
                                              *of_calls(p, chunk)[1:]).values(visitor_shared=1))
+    return touched
 
 
-async def store_pages(db: AsyncSession, ids: list[str], window: timedelta) -> int:
+async def store_pages(db: AsyncSession, ids: list[str], window: timedelta) -> set[int]:
     """Write the page views before and after the calls `ids` (whose stored pages were deleted) with their flags,
-    and flag the stored rows they share a page view or a visitor's path with. The number of rows written."""
+    and flag the stored rows they share a page view or a visitor's path with. The created_us of the calls whose
+    stored rows were written or flagged (analytics/factdays.py: their days' sums are out of date)."""
     rows = []
     for statement in _pages_of(ids, window):
         rows += [dict(row) for row in (await db.execute(statement)).mappings()]
     if not rows:
-        return 0
+        return set()
     mine = set(ids)
     stored_events = await _other_events(db, rows, mine)
     stored_paths = await _other_paths(db, rows, mine)
@@ -133,6 +137,6 @@ async def store_pages(db: AsyncSession, ids: list[str], window: timedelta) -> in
     await db.execute(insert(CallFactPage), [{key: row[key] for key in columns} for row in rows])
     new_events = {(row["after"], row["event_id"]) for row in rows}
     new_paths = {(row["after"], row["site_id"], row["visitor_id"], row["path"]) for row in rows}
-    await _flag_stored(db, stored_events & new_events,
-                       [key for path in new_paths & stored_paths.keys() for key in stored_paths[path]])
-    return len(rows)
+    flagged = await _flag_stored(db, stored_events & new_events,
+                                 [key for path in new_paths & stored_paths.keys() for key in stored_paths[path]])
+    return flagged | {row["created_us"] for row in rows}

@@ -35,7 +35,8 @@ from sqlalchemy.sql.selectable import CTE
 from analytics.reports.filters import SLACK, Range
 from analytics.reports.sqltime import binary, epoch_us, later, position, unindexed
 from talk.models import (
-    CallFactConversion, CallFacts, CallFactsStale, CallRecord, Conversion, PageEvent, Queue, SurveyAnswer, Voicemail,
+    UNSUMMED_COLUMNS, CallFactConversion, CallFacts, CallFactsStale, CallRecord, Conversion, PageEvent, Queue,
+    SurveyAnswer, Voicemail,
 )
 
 ABANDONED_REASONS = ("caller-cancelled", "caller-disconnected")
@@ -181,16 +182,34 @@ def live_calls(rng: Range, window: timedelta, all_queues: bool = False, name: st
             .where(c.c.id.in_(select(stale.c.call_id)), *in_range(rng, c, all_queues, by_id=True)).cte(name))
 
 
-def calls_in(rng: Range, window: timedelta, all_queues: bool = False, name: str = "calls_in") -> CTE:
+def calls_in(rng: Range, window: timedelta, all_queues: bool = False, name: str = "calls_in", days=None) -> CTE:
     """The calls in range, one row each: id, CALL_COLUMNS (CallFacts' meaning), `created_us`, `local_s` (local
     wall-clock seconds of created_at) and `fresh` (1: from call_facts, 0: computed from the raw rows). Calls with
     valid facts come from call_facts; the others (live_calls: stale, or all of them with `rng.recount` or another
     attribution window) are computed as call_facts would have them. `all_queues`: ignore the queue and channel
-    filters."""
+    filters. `days` (analytics/factdays.py's Split): only the calls of its row spans (of the others, the sums and
+    `unsummed_calls` give what the reports need)."""
     live = select(live_calls(rng, window, all_queues, f"{name}_live"))
     if not rng.facts:
         return live.cte(name)
-    return union_all(_fresh_calls(rng, all_queues), live).cte(name).prefix_with("NOT MATERIALIZED")
+    fresh = _fresh_calls(rng, all_queues)
+    if days is not None:
+        fresh = fresh.where(days.in_row_spans(CallFacts.__table__.c.created_us))
+    return union_all(fresh, live).cte(name).prefix_with("NOT MATERIALIZED")
+
+
+def unsummed_calls(rng: Range, days, all_queues: bool = False):
+    """SELECT: of the days whose sums serve (`days`, analytics/factdays.py's Split), the calls the sums leave to be
+    read (`unsummed`), with what is read of them (talk.models.UNSUMMED_COLUMNS: on PostgreSQL an index-only scan)."""
+    f, valid = fresh_facts(rng, all_queues)
+    # (The partial index's term spelled with a literal: the planners match its predicate by it.)
+    return (select(f.c.call_id.label("id"), *(f.c[name] for name in READ_COLUMNS[1:]))
+            .where(f.c.unsummed == literal_column("1"), days.in_summed_days(f.c.created_us), *valid))
+
+
+# unsummed_calls' columns (calls_in's names), all in talk.models.UNSUMMED_COLUMNS's index.
+READ_COLUMNS = ("id", "site_id", "visitor_id", "repeat_caller", "seen_before_us", "seen_after_us", "bought_before_us",
+                "bought_after_us", "created_us")
 
 
 def _fresh_calls(rng: Range, all_queues: bool = False):
@@ -228,10 +247,12 @@ def count_callers(calls, live, key=None, where=None) -> ColumnElement[int]:
     return count_if(once) + count_distinct(binary(calls.c.visitor_id if key is None else key), several)
 
 
-def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed") -> CTE:
+def attributions(rng: Range, window: timedelta, *names: str, name: str = "attributed", days=None) -> CTE:
     """(call, conversion) pairs of the calls in range (calls_in): call_id, visitor_id, conversion_id, cents, the
     delay from the call's end to the purchase in microseconds, and the calls' columns `names` (group keys: so the
-    pairs need not be joined back to the calls). From call_fact_conversions alone for calls with valid facts."""
+    pairs need not be joined back to the calls). From call_fact_conversions alone for calls with valid facts.
+    `days` (analytics/factdays.py's Split): of the days whose sums serve only the repeat callers' pairs (the sums
+    hold the others')."""
     conv, calls = Conversion.__table__, live_calls(rng, window, name=f"{name}_live")
     live = (
         select(*(calls.c[n] for n in names), calls.c.id.label("call_id"), calls.c.visitor_id,
@@ -246,7 +267,11 @@ def attributions(rng: Range, window: timedelta, *names: str, name: str = "attrib
     fresh = (select(*(p.c[n] for n in names), p.c.call_id, p.c.visitor_id, p.c.conversion_id, p.c.cents,
                     p.c.delay_us)
              .where(*valid_rows(rng, p)))
-    return union_all(fresh, live).cte(name)
+    if days is None:
+        return union_all(fresh, live).cte(name)
+    # (The partial index's term spelled with a literal: the planners match its predicate by it.)
+    repeat = fresh.where(p.c.repeat_caller == literal_column("1"), days.in_summed_days(p.c.created_us))
+    return union_all(fresh.where(days.in_row_spans(p.c.created_us)), repeat, live).cte(name)
 
 
 def answered(calls) -> ColumnElement[bool]:
@@ -294,10 +319,10 @@ def in_range(rng: Range, c, all_queues: bool = False, by_id: bool = False) -> li
         local_day = rng.local_seconds(c.c.created_at) // 86400
         conditions = [created_at >= rng.lo - SLACK, created_at < rng.hi + SLACK,
                       local_day.between(rng.first_day, rng.last_day)]
-    return conditions + _site_queue_channel(rng, c, all_queues)
+    return conditions + site_queue_channel(rng, c, all_queues)
 
 
-def _site_queue_channel(rng: Range, c, all_queues: bool) -> list[ColumnElement[bool]]:
+def site_queue_channel(rng: Range, c, all_queues: bool) -> list[ColumnElement[bool]]:
     conditions = []
     if rng.site_id is not None:
         conditions.append(c.c.site_id == rng.site_id)
@@ -319,4 +344,4 @@ def facts_in_range(rng: Range, f, all_queues: bool = False) -> list[ColumnElemen
         local_day = rng.local_seconds_us(f.c.created_us) // 86400
         conditions = [f.c.created_us >= lo - slack, f.c.created_us < hi + slack,
                       local_day.between(rng.first_day, rng.last_day)]
-    return conditions + _site_queue_channel(rng, f, all_queues)
+    return conditions + site_queue_channel(rng, f, all_queues)

@@ -27,14 +27,15 @@ from datetime import timedelta
 from sqlalchemy import and_, case, desc, func, literal_column, null, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics import factdays
 from analytics.reports.base import (
     Report, attributions, calls_in, count_callers, count_distinct, count_if, live_calls, own_landing_view,
-    ratio, valid_rows,
+    ratio, site_queue_channel, valid_rows,
 )
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import binary, later, unindexed
-from talk.models import CallFactPage, PageEvent
+from talk.models import CallFactPage, CallFactPageDay, PageEvent
 
 PAGE_COLUMNS = ("path", "views", "calls", "callers", "calls_converted", "conversion_rate")
 
@@ -59,11 +60,13 @@ def _live_journeys(calls):
             .where(calls.c.has_journey.is_(True)).offset(0).subquery("journeys"))
 
 
-def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after: int) -> tuple:
+def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after: int,
+               days: factdays.Split | None = None) -> tuple:
     """(path, event_id, call_id, visitor_id, converted, first_in_call, event_shared, visitor_shared, live) of each
     page view matching(events, calls) of the calls in range made with consent, in two parts: the rows of
-    call_fact_pages for calls with valid facts (flags: analytics/callpages.py; None without `rng.facts`), and the
-    page views looked up for the others (`live` 1: their rows count as shared, so they are counted DISTINCT)."""
+    call_fact_pages for calls with valid facts (flags: analytics/callpages.py; None without `rng.facts`; with
+    `days`, only those of its row spans), and the page views looked up for the others (`live` 1: their rows count
+    as shared, so they are counted DISTINCT)."""
     journeys = _live_journeys(live_calls(rng, window))
     view, on = _views(db, matching(PageEvent.__table__, journeys))
     one = literal_column("1")
@@ -77,6 +80,8 @@ def call_views(db: AsyncSession, rng: Range, window: timedelta, matching, after:
     stored = (select(p.c.path, p.c.event_id, p.c.call_id, p.c.visitor_id, p.c.converted, p.c.first_in_call,
                      p.c.event_shared, p.c.visitor_shared, literal_column("0").label("live"))
               .where(p.c.after == after, *valid_rows(rng, p)))
+    if days is not None:
+        stored = stored.where(days.in_row_spans(p.c.created_us))
     return stored, looked_up
 
 
@@ -110,14 +115,37 @@ def _counts(stored, looked_up):
     ).group_by(path)
 
 
-def _grouped_counts(stored, looked_up):
+def _summed_parts(rng: Range, days: factdays.Split, after: int, live) -> list:
+    """_grouped_counts' parts for the days whose sums serve (analytics/factdays.py): the sums per path, the keys of
+    those days' shared rows (read by their partial index), and for rows counted in the sums whose page view a
+    looked-up row has too, a view taken back and the page view's key (its other calls are computed from raw rows,
+    so the flags could not know)."""
+    s, p, none, zero = CallFactPageDay.__table__, CallFactPage.__table__, null(), literal_column("0")
+    sums = (select(binary(s.c.path).label("path"), none, none, none, none, func.sum(s.c.views), func.sum(s.c.calls),
+                   func.sum(s.c.callers), func.sum(s.c.converted))
+            .where(s.c.after == after, days.summed(s.c.day), *site_queue_channel(rng, s, False))
+            .group_by(binary(s.c.path)))
+    one = literal_column("1")
+    days_rows = [p.c.after == after, days.in_summed_days(p.c.created_us), *site_queue_channel(rng, p, False)]
+    keys = [binary(p.c.path), case((p.c.event_shared == one, p.c.event_id)),
+            case((p.c.visitor_shared == one, binary(p.c.visitor_id)))]
+    # (The terms of the partial index, spelled with literals: the planners match its predicate by them.)
+    shared = (select(*keys, none, none, zero, zero, zero, zero)
+              .where(*days_rows, or_(p.c.event_shared == one, p.c.visitor_shared == one)).group_by(*keys))
+    taken_back = (select(binary(p.c.path), p.c.event_id, none, none, none, literal_column("-1"), zero, zero, zero)
+                  .where(*days_rows, p.c.event_shared == 0, p.c.event_id.in_(select(live.c.event_id))))
+    return [sums, shared, taken_back]
+
+
+def _grouped_counts(stored, looked_up, summed=None):
     """The same in two steps, PostgreSQL's plan. First the stored rows grouped by path and by the values to count
     DISTINCT where the row needs it (NULL where not), the plain counts summed in each group: every unique row falls
     into its path's one group, so the second step sees a fraction of the rows (a year: 36,000 groups of 270,000
     rows). Then those groups and the looked-up rows (all DISTINCT) per path. PostgreSQL sorted every row by path
     for its DISTINCT aggregates, and hashes the first step (the statement over a year 0.75x); the looked-up rows
     kept apart, the stored ones are grouped straight from the table. SQLite sorts for every GROUP BY: this took it
-    1.7x the time of one."""
+    1.7x the time of one, over every row of a range; it takes this plan too where day sums serve (`summed`:
+    _summed_parts of `live`, looked_up's rows), which leave it a fraction of the rows."""
     live = looked_up.subquery("live_views")
     v, none = live.c, null()
     parts = [select(binary(v.path).label("path"), v.event_id.label("event_key"),
@@ -135,6 +163,8 @@ def _grouped_counts(stored, looked_up):
                                count_if(and_(u.first_in_call == 1, ~visitor_distinct)).label("callers"),
                                count_if(and_(stored_first, u.converted == 1)).label("converted"))
                      .group_by(*keys))
+    if summed is not None:
+        parts += summed(live)
     g = union_all(*parts).subquery("grouped").c
     return select(g.path, (func.sum(g.views) + func.count(g.event_key.distinct())).label("views"),
                   (func.sum(g.calls) + func.count(g.call_key.distinct())).label("calls"),
@@ -145,9 +175,15 @@ def _grouped_counts(stored, looked_up):
 
 async def _pages(db: AsyncSession, rng: Range, window: timedelta, matching, after: int, name: str) -> Report:
     """The report on the page views matching(events, calls) of the calls in range made with consent."""
-    stored, looked_up = call_views(db, rng, window, matching, after)
-    per_path = _grouped_counts if db.bind.dialect.name == "postgresql" else _counts
-    counts = per_path(stored, looked_up).subquery("counts")
+    days = await factdays.split(db, rng)
+    stored, looked_up = call_views(db, rng, window, matching, after, days)
+    if days is not None:
+        counts = _grouped_counts(stored, looked_up, lambda live: _summed_parts(rng, days, after, live))
+    elif db.bind.dialect.name == "postgresql":
+        counts = _grouped_counts(stored, looked_up)
+    else:
+        counts = _counts(stored, looked_up)
+    counts = counts.subquery("counts")
     statement = (select(counts).order_by(desc(counts.c.calls), desc(counts.c.views), counts.c.path)
                  .limit(rng.limit))
     rows = [(r.path, int(r.views), int(r.calls), int(r.callers), int(r.calls_converted),

@@ -17,9 +17,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import case, desc, func, literal, select
+from sqlalchemy import case, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.reports.base import Report, answered, attributions, calls_in, count_if, ratio, seconds
@@ -40,26 +41,41 @@ def _name_order(row: tuple) -> tuple:
 
 
 async def survey(db: AsyncSession, rng: Range, window: timedelta) -> Report:
+    """One pass over the calls, the answers counted per (queue, channel, person, rating), added up here per
+    dimension: the four groupings in SQL read every call of the range four times (a year: 4 x 50 ms)."""
     calls = calls_in(rng, window)
+    keys = (calls.c.queue_id, calls.c.channel, calls.c.person_id, calls.c.rating)
+    counted = (await db.execute(select(*keys, func.count()).where(calls.c.rating.is_not(None))
+                                .group_by(*keys))).all()
     q, a = Queue.__table__, Account.__table__
-    figures = [func.count(calls.c.rating).label("n"), func.coalesce(func.sum(calls.c.rating), 0).label("total"),
-               *(count_if(calls.c.rating == r).label(f"r{r}") for r in RATINGS)]
-    answered_calls = calls.c.rating.is_not(None)
-    groups = {
-        "all": select(literal(None).label("id"), literal(None).label("name"), *figures).where(answered_calls),
-        "queue": (select(q.c.id, q.c.name, *figures).select_from(calls).join(q, q.c.id == calls.c.queue_id)
-                  .where(answered_calls).group_by(q.c.id, q.c.name)),
-    }
-    for dimension in ("agent", "seller"):
-        groups[dimension] = (select(a.c.id, a.c.name, *figures).select_from(calls)
-                             .join(a, a.c.id == calls.c.person_id)
-                             .where(answered_calls, calls.c.channel == dimension).group_by(a.c.id, a.c.name))
+    queue_names = dict((await db.execute(select(q.c.id, q.c.name).where(
+        q.c.id.in_({queue for queue, *_ in counted})))).all())
+    person_names = dict((await db.execute(select(a.c.id, a.c.name).where(
+        a.c.id.in_({person for _, _, person, _, _ in counted if person is not None})))).all())
+    tallies: dict[tuple, Counter] = {}  # (dimension, id) -> answers per rating
+    for queue, channel, person, rating, n in counted:
+        keys_of = [("all", None), ("queue", queue)]
+        if channel in ("agent", "seller") and person is not None:
+            keys_of.append((channel, person))
+        for key in keys_of:
+            tallies.setdefault(key, Counter())[rating] += n
+    names = {"queue": queue_names, "agent": person_names, "seller": person_names}
     rows = []
     for dimension in DIMENSIONS:
-        found = [(dimension, r.id, r.name, int(r.n), int(r.total), ratio(int(r.total), r.n),
-                  *(int(getattr(r, f"r{k}")) for k in RATINGS)) for r in await db.execute(groups[dimension])]
+        found = []
+        for (kind, key), tally in tallies.items():
+            # (A queue or person no longer in the database has no row, as an inner join would have it.)
+            if kind == dimension and (dimension == "all" or key in names[dimension]):
+                found.append(_survey_row(dimension, key, names.get(dimension, {}).get(key), tally))
+        if dimension == "all" and not found:
+            found = [_survey_row("all", None, None, Counter())]
         rows.extend(found if dimension == "all" else sorted(found, key=_name_order))
     return Report("survey", SURVEY_COLUMNS, rows)
+
+
+def _survey_row(dimension: str, key, name, tally: Counter) -> tuple:
+    n, total = sum(tally.values()), sum(rating * count for rating, count in tally.items())
+    return (dimension, key, name, n, total, ratio(total, n), *(tally[rating] for rating in RATINGS))
 
 
 COMMENT_COLUMNS = ("call_id", "created_at", "rating", "comment", "queue", "channel", "person_id", "person_name")

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics import factdays
 from analytics.reports.base import OUTCOME_COLUMNS, Report, ratio
 from analytics.reports.conversion import call_counts, caller_figures, money, non_caller_figures
 from analytics.reports.filters import Range
@@ -25,8 +26,9 @@ SUMMARY_COLUMNS = (
 
 
 async def summary(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    counts = await call_counts(db, rng, window)
-    callers = await caller_figures(db, rng, window)
+    days = await factdays.split(db, rng)  # (the summary needs no delays to purchase: every figure adds up)
+    counts = await call_counts(db, rng, window, days)
+    callers = await caller_figures(db, rng, window, days)
     others = await non_caller_figures(db, rng, counts)
     offered, answered = counts["calls_offered"], counts["calls_answered"]
     responses, rating_sum = counts["survey_responses"], counts["survey_rating_sum"]

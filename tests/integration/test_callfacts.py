@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from analytics import callfacts
+from analytics import callfacts, factdays
 from analytics.conversions import record_conversion
 from analytics.generator import generate
 from analytics.ingest import EventWriter
@@ -41,7 +42,10 @@ from signaling.callstore import _FIELDS, CallStore
 from talk.app import demo_origins
 from talk.db import create_engine, upgrade_schema_async
 from talk.demo import seed_demo
-from talk.models import CallFactConversion, CallFactPage, CallFacts, CallFactsStale, CallRecord, PageEvent, Queue
+from talk.models import (
+    CallFactConversion, CallFactDay, CallFactDirtyDay, CallFactPage, CallFactPageDay, CallFacts, CallFactsStale,
+    CallRecord, PageEvent, Queue,
+)
 from talk.settings import Settings
 from talk.voicemails import add_voicemail
 from tests.integration.test_reports import copy_data, generate_copy
@@ -108,6 +112,22 @@ class Db:
 
     async def catch_up(self, window: timedelta = WINDOW) -> int:
         return await callfacts.catch_up(self.session, window)
+
+    async def assert_day_sums_match_the_rows(self) -> None:
+        """No day is dirty, the day sums are those of the stored rows (every change of them marked its day), and
+        each call's `unsummed` is what its stored facts give now (kept when its visitor called again)."""
+        assert await self.all(select(CallFactDirtyDay.day)) == []
+        for table, rows_of in ((CallFactPageDay.__table__, factdays.page_sums),
+                               (CallFactDay.__table__, factdays.call_sums)):
+            stored = {tuple(r) for r in await self.all(select(table))}
+            assert stored == {tuple(r) for r in await self.all(rows_of(0, 2**62))}, table.name
+            assert stored
+        wrong = func.count().filter(f.c.unsummed != case((factdays.unsummed(f), 1), else_=0))
+        assert (await self.all(select(wrong)))[0][0] == 0
+        p = CallFactConversion.__table__  # the pairs' copy of repeat_caller, which they are read by
+        differ = select(func.count()).select_from(p.join(f, f.c.call_id == p.c.call_id)).where(
+            p.c.repeat_caller != f.c.repeat_caller)
+        assert (await self.all(differ))[0][0] == 0
 
     async def snapshot(self) -> list[dict]:
         """Each facts table as {row without its *_shared columns: those} (analytics/callpages.py: such a flag may
@@ -237,13 +257,47 @@ async def call_updated(t: Db) -> Expect:
 
 
 async def call_inserted(t: Db) -> Expect:
-    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None))
+    # A visitor who called once so far: their call becomes a repeat caller's (counted DISTINCT, no longer summed).
+    # (Converted: its attributed conversions become a repeat caller's too.)
+    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None), f.c.repeat_caller == 0,
+                        f.c.unsummed == 0, f.c.converted == 1)
     new_id, created = "c_facts_new_" + secrets.token_hex(4), call.created_at + timedelta(minutes=3)
     e = await expect(t, new_id, None, "calls_by_day", total("calls_offered"),
                      lambda s: s.row.outcome == OUTCOME_ANSWERED and s.row.created_at == created)
     await upsert_call(t, {**call._mapping, "id": new_id, "created_at": created,
                           "ringing_at": created + timedelta(seconds=2), "answered_at": created + timedelta(seconds=9),
                           "ended_at": created + timedelta(minutes=4), "end_reason": "completed", "landing_url": None})
+    return e
+
+
+async def session_shared(t: Db) -> Expect:
+    """A call of another visitor id in the session of a stored call (a client may send any ids): the stored call's
+    page views before it, counted in the day sums as unique, are now shared with a call computed from raw rows."""
+    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None), c.c.session_id.is_not(None))
+    path = min(path for after, path in (await t.seen(call.id)).pages if after == 0)
+    new_id, created = "c_facts_shared_" + secrets.token_hex(4), call.created_at + timedelta(minutes=2)
+    e = await expect(t, new_id, None, "pages_before", lambda report: row_where("path", path)(report)["calls"],
+                     lambda s: (0, path) in s.pages)
+    await upsert_call(t, {**call._mapping, "id": new_id, "visitor_id": "v_facts_other_" + secrets.token_hex(4),
+                          "created_at": created, "ringing_at": created, "answered_at": created + timedelta(seconds=5),
+                          "ended_at": created + timedelta(minutes=1), "end_reason": "completed", "landing_url": None})
+    return e
+
+
+async def seen_the_day_before(t: Db) -> Expect:
+    """A new visitor's call just after a UTC midnight, their only page view just before it: once stored, the day
+    sums cannot tell whether they were seen in a range (it depends on the range holding the day before too)."""
+    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None))
+    midnight = call.created_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    visitor = SimpleNamespace(site_id=call.site_id, visitor_id="v_facts_night_" + secrets.token_hex(4))
+    view = page_view(visitor, midnight - timedelta(minutes=30), "https://shop.example/demo/facts-night")
+    new_id, created = "c_facts_night_" + secrets.token_hex(4), midnight + timedelta(minutes=20)
+    e = await expect(t, new_id, None, "summary", first("callers"), lambda s: s.row.unsummed == 1)
+    await ingest(t, view)
+    await upsert_call(t, {**call._mapping, "id": new_id, "visitor_id": visitor.visitor_id,
+                          "session_id": view["session_id"], "created_at": created, "ringing_at": created,
+                          "answered_at": created + timedelta(seconds=5), "ended_at": created + timedelta(minutes=1),
+                          "end_reason": "completed", "landing_url": None})
     return e
 
 
@@ -272,7 +326,8 @@ WRITES: dict[str, Callable[[Db], Awaitable[Expect]]] = {
     "a-page-view-after-call": page_view_after_call, "b-landing-page-view": landing_page_view,
     "c-conversion": conversion_after_call, "d-survey-answer": survey_answer, "e-voicemail": voicemail,
     "f-call-updated": call_updated, "h-call-inserted": call_inserted, "j-queue-seller": seller_changed,
-    "g-visitor-forgotten": visitor_forgotten,
+    "g-visitor-forgotten": visitor_forgotten, "k-session-shared": session_shared,
+    "l-seen-the-day-before": seen_the_day_before,
 }
 
 
@@ -284,6 +339,7 @@ async def check_generated(t: Db) -> None:
     assert calls == facts > 50
     assert not await t.all(select(c.c.id).where(c.c.id.not_in(select(f.c.call_id))))
     await t.assert_exact()
+    await t.assert_day_sums_match_the_rows()
     await check_copied_call_columns(t)
 
 
@@ -294,8 +350,10 @@ async def check_copied_call_columns(t: Db) -> None:
     pairs = select(p.c.call_id, p.c.conversion_id, *columns).order_by(p.c.call_id, p.c.conversion_id)
     written = await t.all(pairs)
     assert len(written) > 20 and any(r.source_kind for r in written) and any(r.person_id for r in written)
-    async with t.session() as db, db.begin():
-        await db.execute(update(p).values({column.name: None for column in columns}))
+    assert {r.repeat_caller for r in written} == {0, 1}
+    async with t.session() as db, db.begin():  # (repeat_caller: NOT NULL, and 1 by default)
+        await db.execute(update(p).values({column.name: None if column.name != "repeat_caller" else 2
+                                           for column in columns}))
         await db.execute(callfacts.copy_call_columns_to_conversions())
     assert await t.all(pairs) == written
 
@@ -316,6 +374,7 @@ async def check_write(t: Db, kind: str) -> None:
     assert await t.stale() == set()
     assert e.figure(await t.report(e.report)) == during, kind
     await t.assert_exact()  # now from the refreshed facts
+    await t.assert_day_sums_match_the_rows()
     assert e.check(await t.seen(e.subject)), (kind, await t.seen(e.subject))
     kept = await t.snapshot()  # the facts kept up incrementally are those computed from scratch
     async with t.session() as db, db.begin():
