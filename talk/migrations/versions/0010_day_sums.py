@@ -5,6 +5,10 @@ here) and the partial indexes of the rows read on summed days (`ix_call_facts_un
 `ix_call_fact_conversions_repeat`). Every day holding stored facts is marked dirty: the
 reports read those days' rows until the facts keeper (or catch_up) has written their sums.
 
+Operators on PostgreSQL: filling the two columns rewrites every row of `call_facts` and `call_fact_conversions`,
+which stay twice their size (and the reports reading them slower) until compacted: run `VACUUM FULL call_facts,
+call_fact_conversions` (or pg_repack) after upgrading (at 10M events: 150,000 calls, seconds).
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06
