@@ -61,10 +61,17 @@ DESCRIPTIONS: dict[str, str] = {name: text for name, (_, text) in _BUILDERS.item
 
 async def run_report(db: AsyncSession, name: str, filters: ReportFilters, window: timedelta,
                      recount: bool = False) -> Report:
-    """REPORTS[name], its queries in one snapshot (PostgreSQL: a repeatable-read, read-only transaction).
+    """REPORTS[name], its queries in one snapshot (PostgreSQL: a repeatable-read, read-only transaction; SQLite: a
+    read transaction, which in WAL mode keeps the snapshot of its first read), kept by the session's later reports.
     `recount`: from the raw rows only, without the rollups (analytics/visitordays.py): the same figures, slower."""
     if db.bind.dialect.name == "postgresql":
         await db.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+    elif db.bind.dialect.name == "sqlite":
+        # The sqlite3 module begins no transaction for a SELECT, so each statement would read its own snapshot; a
+        # report choosing which days' sums to read (analytics/factdays.py) must read them in the snapshot it chose in.
+        connection = await db.connection()
+        if not (await connection.get_raw_connection()).driver_connection.in_transaction:
+            await connection.exec_driver_sql("BEGIN")
     return await REPORTS[name](db, filters, window, recount)
 
 

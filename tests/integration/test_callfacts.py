@@ -399,6 +399,21 @@ async def check_other_window(t: Db) -> None:
     await t.assert_exact(WINDOW)
 
 
+async def check_one_snapshot(t: Db) -> None:
+    """A session's reports read one snapshot: a call committed meanwhile by another session is not in them (the day
+    sums chosen in one statement must be those the next statements read), and is in a new session's."""
+    call = await t.pick(c.c.agent_id.is_not(None))
+    async with t.session() as db:
+        before = await run_report(db, "summary", ALL, WINDOW)
+        created = call.created_at + timedelta(minutes=1)
+        await upsert_call(t, {**call._mapping, "id": "c_facts_snap_" + secrets.token_hex(4), "created_at": created,
+                              "visitor_id": "v_facts_snap_" + secrets.token_hex(4), "landing_url": None})
+        assert await run_report(db, "summary", ALL, WINDOW) == before
+    after = await t.report("summary")
+    assert after.records()[0]["calls_offered"] == before.records()[0]["calls_offered"] + 1
+    await t.catch_up()
+
+
 async def check_deleted_call_in_stale(t: Db) -> None:
     assert await t.stale() == set()
     gone = await t.pick(c.c.answered_at.is_(None), f.c.voicemails == 0)
@@ -460,7 +475,8 @@ async def sqlite_db(generated, tmp_path):
 
 
 @pytest.mark.parametrize("check", [check_generated, check_other_window, check_deleted_call_in_stale,
-                                   check_refresh_during_a_write], ids=lambda check: check.__name__[6:])
+                                   check_refresh_during_a_write, check_one_snapshot],
+                         ids=lambda check: check.__name__[6:])
 async def test_sqlite(sqlite_db, check):
     await check(sqlite_db)
 
@@ -491,6 +507,7 @@ async def test_postgres_facts_stay_exact_through_every_write(pg_db):
     for kind in WRITES:
         await check_write(pg_db, kind)
     await check_deleted_call_in_stale(pg_db)
+    await check_one_snapshot(pg_db)
     await check_other_window(pg_db)
 
 
