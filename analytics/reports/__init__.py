@@ -65,7 +65,8 @@ async def run_report(db: AsyncSession, name: str, filters: ReportFilters, window
     read transaction, which in WAL mode keeps the snapshot of its first read), kept by the session's later reports.
     `recount`: from the raw rows only, without the rollups (analytics/visitordays.py): the same figures, slower."""
     if db.bind.dialect.name == "postgresql":
-        await db.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        if not db.in_transaction():  # (a later report of the session reads the snapshot its first one took)
+            await db.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
     elif db.bind.dialect.name == "sqlite":
         # The sqlite3 module begins no transaction for a SELECT, so each statement would read its own snapshot; a
         # report choosing which days' sums to read (analytics/factdays.py) must read them in the snapshot it chose in.

@@ -35,7 +35,7 @@ from sqlalchemy.sql.selectable import CTE
 from analytics.reports.filters import SLACK, Range
 from analytics.reports.sqltime import binary, epoch_us, later, position, unindexed
 from talk.models import (
-    UNSUMMED_COLUMNS, CallFactConversion, CallFacts, CallFactsStale, CallRecord, Conversion, PageEvent, Queue,
+    CallFactConversion, CallFacts, CallFactsStale, CallRecord, Conversion, PageEvent, Queue,
     SurveyAnswer, Voicemail,
 )
 

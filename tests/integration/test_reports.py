@@ -251,6 +251,11 @@ async def test_the_other_reports_agree_with_the_summary(generated, reports, http
     for dimensions in (("queue",), ("agent", "seller")):  # every answer is in one queue and of one person
         assert sum(row["survey_responses"] for row in survey if row["dimension"] in dimensions) == \
             summary["survey_responses"], dimensions
+    # Each agent's and seller's answers as the people report counts them (its own grouping of the calls).
+    assert {(row["dimension"], row["id"]): row["survey_responses"] for row in survey
+            if row["dimension"] in ("agent", "seller")} == \
+        {(row["role"], row["id"]): row["survey_responses"] for row in people
+         if row["id"] is not None and row["survey_responses"]}
 
     conversion = got["conversion"]["rows"][0]
     for key in ("callers", "callers_converted", "conversion_rate_callers", "non_callers", "non_callers_converted",
