@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from analytics import factdays
@@ -283,16 +283,44 @@ def copy_call_columns_to_conversions(names: tuple[str, ...] = CONVERSION_CALL_CO
             .where(f.c.created_us == p.c.created_us, f.c.call_id == p.c.call_id))
 
 
-async def _forget(db: AsyncSession, ids: list[str]) -> list[int]:
+async def _forget(db: AsyncSession, ids: list[str]) -> list[tuple[int, str]]:
     """Delete the stored facts of these calls (the pages and conversions by their primary keys, which hold the
-    call's created_us); the created_us of those deleted."""
+    call's created_us); the created_us and visitor_id of those deleted."""
     f = CallFacts.__table__
-    keys = (await db.execute(select(f.c.created_us, f.c.call_id).where(f.c.call_id.in_(ids)))).all()
-    if not keys:
+    rows = (await db.execute(select(f.c.created_us, f.c.call_id, f.c.visitor_id).where(f.c.call_id.in_(ids)))).all()
+    if not rows:
         return []
+    keys = [(created_us, call_id) for created_us, call_id, _visitor in rows]
     for table in (CallFactPage.__table__, CallFactConversion.__table__, f):
         await db.execute(delete(table).where(*of_calls(table, keys)))
-    return [created_us for created_us, _call_id in keys]
+    return [(created_us, visitor_id) for created_us, _call_id, visitor_id in rows]
+
+
+def link_calls(visitors: list[str] | None = None):
+    """UPDATE: next_us and multisite of every stored call (of these `visitors`), from the stored calls
+    (analytics/reports/callcounts.py counts callers by them), where they changed, RETURNING the calls' created_us."""
+    f = CallFacts.__table__
+    visitor = f.c.visitor_id
+    linked = select(f.c.created_us, f.c.call_id,
+                    func.lead(f.c.created_us).over(partition_by=(f.c.site_id, visitor),
+                                                   order_by=(f.c.created_us, f.c.call_id)).label("next_us"),
+                    case((func.min(f.c.site_id).over(partition_by=visitor)
+                          != func.max(f.c.site_id).over(partition_by=visitor), 1), else_=0).label("multisite"))
+    if visitors is not None:
+        linked = linked.where(visitor.in_(visitors))
+    linked = linked.subquery("linked")
+    return (update(f).values(next_us=linked.c.next_us, multisite=linked.c.multisite)
+            .where(f.c.created_us == linked.c.created_us, f.c.call_id == linked.c.call_id,
+                   or_(f.c.next_us.is_distinct_from(linked.c.next_us), f.c.multisite != linked.c.multisite))
+            .returning(f.c.created_us))
+
+
+async def _link_visitors(db: AsyncSession, visitors: list[str]) -> list[int]:
+    """link_calls for these visitors; the created_us of the calls changed (their day sums change)."""
+    changed = []
+    for at in range(0, len(visitors), 400):
+        changed += await db.scalars(link_calls(visitors[at:at + 400]))
+    return changed
 
 
 async def _flag_repeat_callers(db: AsyncSession, visitors: list[str]) -> list[int]:
@@ -320,7 +348,8 @@ async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> in
     ids = await _claim(db, limit)
     if not ids:
         return 0
-    touched = await _forget(db, ids)
+    forgotten = await _forget(db, ids)
+    touched = [created_us for created_us, _visitor in forgotten]
     rows = []
     for row in (await db.execute(_facts_of(db, ids, window))).mappings():
         facts = {key: value for key, value in row.items() if not key.startswith("source_")}
@@ -335,8 +364,10 @@ async def refresh(db: AsyncSession, window: timedelta, limit: int = BATCH) -> in
         await db.execute(insert(CallFacts), rows)
         touched += await _flag_repeat_callers(db, sorted({row["visitor_id"] for row in rows}))
         f = CallFacts.__table__
-        await db.execute(update(f).where(f.c.call_id.in_(ids)).values(unsummed=case((factdays.unsummed(f), 1),
-                                                                                    else_=0)))
+        await db.execute(update(f).where(f.c.call_id.in_(ids)).values(
+            unsummed=case((factdays.unsummed(f), 1), else_=0), undecided=case((factdays.undecided(f), 1), else_=0)))
+    touched += await _link_visitors(db, sorted({row["visitor_id"] for row in rows}
+                                               | {visitor for _created_us, visitor in forgotten}))
     touched += await store_pages(db, ids, window)
     pairs = CallFactConversion.__table__
     await db.execute(insert(pairs).from_select(list(CONVERSION_COLUMNS), _conversions_of(ids, window)))

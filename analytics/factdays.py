@@ -34,25 +34,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select
+from sqlalchemy import and_, case, delete, false, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from analytics.reports.base import US, count_if, outcome_counts, site_queue_channel
+from analytics.reports.base import (
+    OUTCOME_ANSWERED, RATINGS, US, count_if, outcome_counts, site_queue_channel, stale_visitors,
+)
 from analytics.reports.filters import Range
 from talk.models import (
-    CallFactConversion, CallFactDay, CallFactDirtyDay, CallFactPage, CallFactPageDay, CallFacts, CallFactsStale,
-    CallRecord,
+    CallFactConversion, CallFactDay, CallFactDirtyDay, CallFactPage, CallFactPageDay, CallFactPersonDay, CallFacts,
+    CallFactsStale,
 )
 
 DAY_US = 86_400 * US
 PAGE_KEYS = ("after", "day", "site_id", "queue_id", "channel", "path")
 PAGE_SUMS = ("views", "calls", "callers", "converted")
 CALL_COLUMNS = ("day", "site_id", "queue_id", "channel", "offered", "answered", "abandoned", "missed", "voicemails",
-                "responses", "rating_sum", "once_calls", "once_seen", "once_seen_bought", "once_converted",
-                "once_conversions", "once_cents")
+                "responses", "rating_sum", "once_calls", "once_converted", "once_conversions", "once_cents",
+                "last_calls", "last_seen", "last_seen_bought")
 
 
 def day_of(created_us: int) -> int:
@@ -90,6 +92,35 @@ def page_sums(lo_us: int, hi_us: int):
             .where(p.c.created_us >= lo_us, p.c.created_us < hi_us).group_by(*keys))
 
 
+PERSON_KEYS = ("day", "site_id", "queue_id", "channel", "person_id")
+PERSON_SUMS = ("calls", "answered", "talked", "talk_us", "converted", "responses", "rating_sum",
+               *(f"rated_{rating}" for rating in RATINGS))
+NO_PERSON = 0  # call_fact_person_days.person_id of calls with no person (account ids start at 1)
+
+
+def person_sums(lo_us: int, hi_us: int):
+    """SELECT: call_fact_person_days' rows of the stored calls created in [lo_us, hi_us)."""
+    f = CallFacts.__table__
+    keys = [(f.c.created_us // DAY_US).label("day"), f.c.site_id, f.c.queue_id, f.c.channel,
+            func.coalesce(f.c.person_id, NO_PERSON).label("person_id")]
+    talked = f.c.talk_us.is_not(None)
+    return (select(*keys, func.count(), count_if(f.c.outcome == OUTCOME_ANSWERED), count_if(talked),
+                   func.coalesce(func.sum(f.c.talk_us), 0), func.coalesce(func.sum(f.c.converted), 0),
+                   func.count(f.c.rating), func.coalesce(func.sum(f.c.rating), 0),
+                   *(count_if(f.c.rating == rating) for rating in RATINGS))
+            .where(f.c.created_us >= lo_us, f.c.created_us < hi_us).group_by(*keys))
+
+
+def summed_people(days: Split, rng: Range, keys=("channel", "person_id")):
+    """SELECT: the person sums of the days that serve, per `keys`, under PERSON_SUMS' names (person_id NULL for
+    calls with no person)."""
+    s = CallFactPersonDay.__table__
+    columns = [case((s.c.person_id == NO_PERSON, None), else_=s.c.person_id).label("person_id")
+               if key == "person_id" else s.c[key] for key in keys]
+    return (select(*columns, *(func.sum(s.c[name]).label(name) for name in PERSON_SUMS))
+            .where(days.summed(s.c.day), *site_queue_channel(rng, s, False)).group_by(*columns))
+
+
 def _within_day(f, before, after) -> ColumnElement[bool]:
     """The call's nearest rows (`before`: at or before it, `after`: after it) include one on the call's UTC day."""
     start = f.c.created_us - f.c.created_us % DAY_US
@@ -105,14 +136,24 @@ def bought_in_day(f) -> ColumnElement[bool]:
     return _within_day(f, f.c.bought_before_us, f.c.bought_after_us)
 
 
-def unsummed(f) -> ColumnElement[bool]:
-    """call_facts.unsummed: the calls the sums leave to be read: repeat callers (counted DISTINCT), and calls whose
-    being seen, or seen and buying, in a range depends on more than the range holding their day (neither on their
-    day nor never)."""
+def undecided(f) -> ColumnElement[bool]:
+    """Whether the call's visitor was seen, or seen and buying, in a range depends on more than the range holding
+    the call's day: their nearest page views (conversions) lie neither on that day nor nowhere."""
     seen_never = and_(f.c.seen_before_us.is_(None), f.c.seen_after_us.is_(None))
     bought_never = and_(f.c.bought_before_us.is_(None), f.c.bought_after_us.is_(None))
-    return or_(f.c.repeat_caller == 1, and_(~seen_in_day(f), ~seen_never),
-               and_(seen_in_day(f), ~bought_in_day(f), ~bought_never))
+    return or_(and_(~seen_in_day(f), ~seen_never), and_(seen_in_day(f), ~bought_in_day(f), ~bought_never))
+
+
+def unsummed(f) -> ColumnElement[bool]:
+    """call_facts.unsummed: the calls the sums leave to be read: repeat callers (counted DISTINCT where a queue or
+    channel filter applies), and the undecided calls."""
+    return or_(f.c.repeat_caller == 1, undecided(f))
+
+
+def last_call(f) -> ColumnElement[bool]:
+    """The visitor's last stored call (of a visitor on one site): counted by the sums as one caller, seen (and
+    buying) in every range holding its day when its day says so."""
+    return and_(f.c.next_us.is_(None), f.c.multisite == 0)
 
 
 def call_sums(lo_us: int, hi_us: int):
@@ -125,11 +166,12 @@ def call_sums(lo_us: int, hi_us: int):
     pairs = (select(p.c.created_us, p.c.call_id, func.count().label("n"), func.sum(p.c.cents).label("cents"))
              .where(p.c.created_us >= lo_us, p.c.created_us < hi_us, p.c.repeat_caller == 0)
              .group_by(p.c.created_us, p.c.call_id).subquery("pairs"))
-    keys = [day, f.c.site_id, f.c.queue_id, f.c.channel]
+    keys, last = [day, f.c.site_id, f.c.queue_id, f.c.channel], last_call(f)
     return (select(*keys, *outcome_counts(f), func.count(f.c.rating), func.coalesce(func.sum(f.c.rating), 0),
-                   count_if(once), count_if(and_(once, seen_in_day(f))),
-                   count_if(and_(once, seen_in_day(f), bought_in_day(f))), count_if(and_(once, f.c.converted == 1)),
-                   func.coalesce(func.sum(pairs.c.n), 0), func.coalesce(func.sum(pairs.c.cents), 0))
+                   count_if(once), count_if(and_(once, f.c.converted == 1)),
+                   func.coalesce(func.sum(pairs.c.n), 0), func.coalesce(func.sum(pairs.c.cents), 0),
+                   count_if(last), count_if(and_(last, seen_in_day(f))),
+                   count_if(and_(last, seen_in_day(f), bought_in_day(f))))
             .select_from(f.outerjoin(pairs, and_(pairs.c.created_us == f.c.created_us,
                                                  pairs.c.call_id == f.c.call_id)))
             .where(f.c.created_us >= lo_us, f.c.created_us < hi_us).group_by(*keys))
@@ -142,7 +184,8 @@ async def rebuild(db: AsyncSession, limit: int | None = None) -> int:
     days = list(await db.scalars(select(dirty.c.day).order_by(dirty.c.day).limit(limit)))
     for first, last in runs(days):
         for sums, columns, rows_of in ((CallFactPageDay.__table__, [*PAGE_KEYS, *PAGE_SUMS], page_sums),
-                                       (CallFactDay.__table__, CALL_COLUMNS, call_sums)):
+                                       (CallFactDay.__table__, CALL_COLUMNS, call_sums),
+                                       (CallFactPersonDay.__table__, [*PERSON_KEYS, *PERSON_SUMS], person_sums)):
             await db.execute(delete(sums).where(sums.c.day >= first, sums.c.day <= last))
             await db.execute(insert(sums).from_select(columns, rows_of(first * DAY_US, (last + 1) * DAY_US)))
         await db.execute(delete(dirty).where(dirty.c.day >= first, dirty.c.day <= last))
@@ -210,25 +253,28 @@ def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 async def _unsummable_days(db: AsyncSession, first: int, last: int) -> set[int]:
     """The days from `first` to `last` whose sums must not be used: dirty ones, and those holding stored facts of
     stale calls or stored calls of the stale calls' visitors (few: the keeper refreshes stale calls within seconds)."""
-    dirty, f, stale, c = CallFactDirtyDay.__table__, CallFacts.__table__, CallFactsStale.__table__, CallRecord.__table__
+    dirty, f, stale = CallFactDirtyDay.__table__, CallFacts.__table__, CallFactsStale.__table__
     days = set(await db.scalars(select(dirty.c.day).where(dirty.c.day >= first, dirty.c.day <= last)))
-    stale_ids = select(stale.c.call_id)
     # Two statements, each by its index (an OR of the two would have PostgreSQL read every stored call).
-    for touched in (select(f.c.created_us).where(f.c.call_id.in_(stale_ids)),
-                    select(f.c.created_us).where(f.c.visitor_id.in_(
-                        select(c.c.visitor_id).where(c.c.id.in_(stale_ids))))):
+    for touched in (select(f.c.created_us).where(f.c.call_id.in_(select(stale.c.call_id))),
+                    select(f.c.created_us).where(f.c.visitor_id.in_(stale_visitors()))):
         days.update(day for day in map(day_of, await db.scalars(touched)) if first <= day <= last)
     return days
 
 
-def summed_calls(days: Split, rng: Range, all_queues: bool, outcomes: bool = True, seen: bool = True):
-    """SELECT: one row, the sums of the days that serve, under call_counts' names (conversion report)."""
+def summed_calls(days: Split, rng: Range, all_queues: bool, outcomes: bool = True, last: bool = False):
+    """SELECT: one row, the sums of the days that serve, under call_counts' names: with `outcomes` the outcomes and
+    survey figures; `callers` the once-callers, or with `last` the last calls and those seen and buying
+    (`seen_callers`, `seen_buying_callers`)."""
     s = CallFactDay.__table__
     names = {"calls_offered": s.c.offered, "calls_answered": s.c.answered, "calls_abandoned": s.c.abandoned,
              "calls_missed": s.c.missed, "voicemails": s.c.voicemails, "survey_responses": s.c.responses,
-             "survey_rating_sum": s.c.rating_sum, "callers": s.c.once_calls} if outcomes else {}
-    if seen:
-        names |= {"seen_callers": s.c.once_seen, "seen_buying_callers": s.c.once_seen_bought}
+             "survey_rating_sum": s.c.rating_sum} if outcomes else {}
+    if last:
+        names |= {"callers": s.c.last_calls, "seen_callers": s.c.last_seen,
+                  "seen_buying_callers": s.c.last_seen_bought}
+    else:
+        names["callers"] = s.c.once_calls
     return select(*(func.sum(column).label(name) for name, column in names.items())).where(
         days.summed(s.c.day), *site_queue_channel(rng, s, all_queues))
 

@@ -12,7 +12,12 @@ over both, and prints per report the median and minimum wall time of each versio
 
 Each process times `--reps` runs of each report after one warm-up, through `run_report` in a fresh session (as
 bench/reports.py times them), for the range of `--days` ending on --end, in --tz. The dataset's schema must suit
-both versions (the bench's datasets do: newer migrations only add columns and indexes).
+both versions (newer migrations that only add columns and indexes do); where the new one drops something the old
+code reads, give the old code a copy of the dataset at its own schema with `--old-url`:
+
+    createdb -h 127.0.0.1 -U postgres -T talk_reports_10m talk_reports_10m_old   # before upgrading the dataset
+    python bench/ab_reports.py --old /tmp/talk-old --url postgresql+asyncpg://postgres@127.0.0.1:5432/talk_reports_10m \\
+        --old-url postgresql+asyncpg://postgres@127.0.0.1:5432/talk_reports_10m_old --days 365 summary
 """
 
 from __future__ import annotations
@@ -65,8 +70,8 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(found))
 
 
-def run_version(code: Path, args: argparse.Namespace) -> dict[str, list]:
-    command = [sys.executable, __file__, "--child", "--code", str(code), "--url", args.url, "--days", str(args.days),
+def run_version(code: Path, url: str, args: argparse.Namespace) -> dict[str, list]:
+    command = [sys.executable, __file__, "--child", "--code", str(code), "--url", url, "--days", str(args.days),
                "--end", args.end.isoformat(), "--tz", args.tz, "--reps", str(args.reps), *args.reports]
     # The version's own directory first on the path, and as the working directory (alembic.ini, templates).
     done = subprocess.run(command, cwd=code, capture_output=True, text=True, check=True)
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--old", type=Path, help="the other version's checkout (a git worktree)")
     parser.add_argument("--new", type=Path, default=HERE, help="this checkout by default")
     parser.add_argument("--url", required=True, help="the dataset's database URL")
+    parser.add_argument("--old-url", help="the old version's copy of the dataset (default: --url)")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--end", type=date.fromisoformat, default=date(2026, 11, 1))
     parser.add_argument("--tz", default="Europe/Berlin")
@@ -93,8 +99,8 @@ def main() -> None:
         parser.error("--old: the other version's checkout")
     samples: dict[tuple[str, str], list] = {}
     for _ in range(args.rounds):
-        for label, code in (("old", args.old), ("new", args.new)):
-            for name, times in run_version(code, args).items():
+        for label, code, url in (("old", args.old, args.old_url or args.url), ("new", args.new, args.url)):
+            for name, times in run_version(code, url, args).items():
                 samples.setdefault((name, label), []).extend(times)
     print(f"{args.days} days ending {args.end}, {args.tz}; {args.rounds} rounds of {args.reps} runs per version")
     print("| report | old: median / min ms | new: median / min ms | new / old (medians) |")

@@ -345,6 +345,15 @@ class WebhookDelivery(Base):
 # What a report reads of the unsummed calls of the days whose sums serve (analytics/factdays.py).
 UNSUMMED_COLUMNS = ("call_id", "site_id", "queue_id", "channel", "visitor_id", "repeat_caller", "seen_before_us",
                     "seen_after_us", "bought_before_us", "bought_after_us")
+# What a report counting callers by their last call in range reads of the calls it takes from a summed day
+# (analytics/factdays.py): those followed by a call after the range, and last calls undecided by their day.
+FOLLOWED_COLUMNS = ("call_id", "site_id", "visitor_id", "multisite", "seen_before_us", "seen_after_us",
+                    "bought_before_us", "bought_after_us")
+# Partial indexes' conditions (spelled alike where read: both planners match them by their text): the calls
+# followed by another of their visitor, the last calls the sums cannot tell seen or bought, the multi-site visitors'.
+FOLLOWED = "next_us IS NOT NULL"
+UNDECIDED_LAST = "undecided = 1 AND next_us IS NULL"
+MULTISITE = "multisite = 1"
 
 
 class CallFacts(Base):
@@ -363,6 +372,14 @@ class CallFacts(Base):
                       # what it reads of them on PostgreSQL (an index-only scan: 3x faster than the heap's rows).
                       Index("ix_call_facts_unsummed", "created_us", postgresql_where=text("unsummed = 1"),
                             sqlite_where=text("unsummed = 1"), postgresql_include=list(UNSUMMED_COLUMNS)),
+                      # The same for a report counting callers by their last call in range: the calls followed by
+                      # another (by when that one was), and the last calls whose day does not tell seen or bought.
+                      Index("ix_call_facts_followed", "next_us", "created_us", postgresql_where=text(FOLLOWED),
+                            sqlite_where=text(FOLLOWED), postgresql_include=list(FOLLOWED_COLUMNS)),
+                      Index("ix_call_facts_undecided", "created_us", postgresql_where=text(UNDECIDED_LAST),
+                            sqlite_where=text(UNDECIDED_LAST), postgresql_include=list(FOLLOWED_COLUMNS)),
+                      Index("ix_call_facts_multisite", "created_us", postgresql_where=text(MULTISITE),
+                            sqlite_where=text(MULTISITE), postgresql_include=list(FOLLOWED_COLUMNS)),
                       {"sqlite_with_rowid": False})
 
     created_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds of created_at
@@ -387,9 +404,18 @@ class CallFacts(Base):
     # 1 when the visitor may have other calls (set when another call's facts are stored, never cleared): rows with
     # 0 are counted as distinct callers without a DISTINCT.
     repeat_caller: Mapped[int] = mapped_column(Integer)
+    # created_us of the visitor's next stored call on the site (in (created_us, call_id) order), NULL for their
+    # last: the calls in [lo, hi) with none before hi are one per distinct caller, counted without a DISTINCT.
+    next_us: Mapped[int | None] = mapped_column(BigInteger)
+    # 1 when the visitor id has stored calls on more than one site: such a visitor is one caller but a (site,
+    # visitor) pair per site, so their calls are counted DISTINCT, never by their last call.
+    multisite: Mapped[int] = mapped_column(Integer, server_default="0")
     # 1 when the day sums cannot count the call for every range holding its day (analytics/factdays.py's
     # `unsummed`): a repeat caller, or a call whose visitor's nearest page views or conversions lie on other days.
     unsummed: Mapped[int] = mapped_column(Integer, server_default="1")
+    # 1 when whether the visitor was seen (and bought) in a range depends on more than the range holding the call's
+    # day (analytics/factdays.py's `undecided`): such a last call is read on the days whose sums serve.
+    undecided: Mapped[int] = mapped_column(Integer, server_default="1")
     converted: Mapped[int] = mapped_column(Integer)  # 1: a conversion is attributed to the call
     # The visitor's page views on the site nearest the call: the latest at or before created_at and the first after
     # it (epoch microseconds). The visitor viewed a page in [lo, hi) containing created_at exactly when the first is
@@ -501,7 +527,8 @@ class CallFactPageDay(Base):
 
 class CallFactDay(Base):
     """Sums of call_facts per UTC day of the calls, site, queue and channel (analytics/factdays.py): what the
-    summary and conversion figures add up without DISTINCT. `once_*`: of calls with repeat_caller 0."""
+    summary and conversion figures add up without DISTINCT. `once_*`: of calls with repeat_caller 0; `last_*`: of
+    calls with no later call of their visitor (next_us NULL)."""
 
     __tablename__ = "call_fact_days"
 
@@ -517,11 +544,37 @@ class CallFactDay(Base):
     responses: Mapped[int] = mapped_column(Integer)
     rating_sum: Mapped[int] = mapped_column(Integer)
     once_calls: Mapped[int] = mapped_column(Integer)
-    once_seen: Mapped[int] = mapped_column(Integer)  # with a page view of the visitor on the call's day
-    once_seen_bought: Mapped[int] = mapped_column(Integer)  # and a conversion on it
     once_converted: Mapped[int] = mapped_column(Integer)
     once_conversions: Mapped[int] = mapped_column(Integer)  # conversions attributed to once-callers' calls
     once_cents: Mapped[int] = mapped_column(BigInteger)
+    last_calls: Mapped[int] = mapped_column(Integer)
+    last_seen: Mapped[int] = mapped_column(Integer)  # with a page view of the visitor on the call's day
+    last_seen_bought: Mapped[int] = mapped_column(Integer)  # and a conversion on it
+
+
+class CallFactPersonDay(Base):
+    """Sums of call_facts per UTC day of the calls, site, queue, channel and person (analytics/factdays.py): what
+    the people and survey reports add up. `person_id` 0: calls with no person (agent calls no agent took)."""
+
+    __tablename__ = "call_fact_person_days"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
+    person_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer)
+    talked: Mapped[int] = mapped_column(Integer)  # answered calls that ended
+    talk_us: Mapped[int] = mapped_column(BigInteger)
+    converted: Mapped[int] = mapped_column(Integer)
+    responses: Mapped[int] = mapped_column(Integer)
+    rating_sum: Mapped[int] = mapped_column(Integer)
+    rated_1: Mapped[int] = mapped_column(Integer)  # survey answers per rating
+    rated_2: Mapped[int] = mapped_column(Integer)
+    rated_3: Mapped[int] = mapped_column(Integer)
+    rated_4: Mapped[int] = mapped_column(Integer)
+    rated_5: Mapped[int] = mapped_column(Integer)
 
 
 class CallFactDirtyDay(Base):

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Integer, and_, case, cast, desc, exists, func, literal, literal_column, null, select, union_all,
+    BigInteger, Integer, and_, case, cast, desc, exists, func, literal, literal_column, null, select, union, union_all,
 )
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import CTE
@@ -42,6 +42,7 @@ from talk.models import (
 ABANDONED_REASONS = ("caller-cancelled", "caller-disconnected")
 MISSED_REASONS = ("no-agent", "agent-declined", "agent-disconnected", "failed")
 US = 1_000_000
+RATINGS = (1, 2, 3, 4, 5)  # the survey's ratings
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def live_calls(rng: Range, window: timedelta, all_queues: bool = False, name: st
     c = CallRecord.__table__
     by_name = {column.name: column for column in live_facts(window)}
     live = select(c.c.id, *(by_name[column] for column in CALL_COLUMNS), by_name["created_us"],
-                  literal_column("1").label("repeat_caller"), *(null().label(column) for column in SOURCE_COLUMNS),
+                  literal_column("1").label("repeat_caller"), cast(null(), BigInteger).label("next_us"),
+                  literal_column("1").label("multisite"), *(null().label(column) for column in SOURCE_COLUMNS),
                   rng.local_seconds(c.c.created_at).label("local_s"), literal_column("0").label("fresh"))
     if not rng.facts:
         return live.select_from(fact_sources()).where(*in_range(rng, c, all_queues)).cte(name)
@@ -182,8 +184,18 @@ def live_calls(rng: Range, window: timedelta, all_queues: bool = False, name: st
             .where(c.c.id.in_(select(stale.c.call_id)), *in_range(rng, c, all_queues, by_id=True)).cte(name))
 
 
+def stale_visitors():
+    """SELECT: the visitor ids of the stale calls, by the call's row and by its stored facts (a deleted call has
+    only the latter; a call moved to another visitor both). Their stored calls are counted DISTINCT: the stored
+    facts' links between a visitor's calls (repeat_caller, next_us) do not know the stale calls."""
+    stale, c, f = CallFactsStale.__table__, CallRecord.__table__, CallFacts.__table__
+    ids = select(stale.c.call_id)
+    return union(select(c.c.visitor_id).where(c.c.id.in_(ids)), select(f.c.visitor_id).where(f.c.call_id.in_(ids)))
+
+
 def calls_in(rng: Range, window: timedelta, all_queues: bool = False, name: str = "calls_in", days=None) -> CTE:
-    """The calls in range, one row each: id, CALL_COLUMNS (CallFacts' meaning), `created_us`, `local_s` (local
+    """The calls in range, one row each: id, CALL_COLUMNS (CallFacts' meaning), `created_us`, `repeat_caller`,
+    `next_us`, `multisite` (1, NULL and 1 for calls computed from raw rows), `local_s` (local
     wall-clock seconds of created_at) and `fresh` (1: from call_facts, 0: computed from the raw rows). Calls with
     valid facts come from call_facts; the others (live_calls: stale, or all of them with `rng.recount` or another
     attribution window) are computed as call_facts would have them. `all_queues`: ignore the queue and channel
@@ -216,7 +228,7 @@ def _fresh_calls(rng: Range, all_queues: bool = False):
     """calls_in's rows of the calls with valid facts."""
     f, valid = fresh_facts(rng, all_queues)
     return (select(f.c.call_id.label("id"), *(f.c[column] for column in CALL_COLUMNS), f.c.created_us,
-                   f.c.repeat_caller, *(f.c[column] for column in SOURCE_COLUMNS),
+                   f.c.repeat_caller, f.c.next_us, f.c.multisite, *(f.c[column] for column in SOURCE_COLUMNS),
                    rng.local_seconds_us(f.c.created_us).label("local_s"), literal_column("1").label("fresh"))
             .where(*valid))
 

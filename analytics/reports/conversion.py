@@ -21,16 +21,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    String, and_, case, cast, exists, false, func, literal, literal_column, null, or_, select, union_all,
-)
+from sqlalchemy import String, and_, case, cast, exists, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import buyerviews, factdays, visitordays
 from analytics.reports.base import (
-    OUTCOME_ABANDONED, OUTCOME_ANSWERED, OUTCOME_COLUMNS, OUTCOME_MISSED, READ_COLUMNS, Report, attributions, calls_in,
-    count_callers, count_distinct, count_if, in_range, live_calls, outcome_counts, ratio, unsummed_calls,
+    Report, attributions, calls_in, count_callers, count_if, in_range, live_calls, outcome_counts, ratio,
 )
+from analytics.reports.callcounts import summed_call_counts
 from analytics.reports.filters import Range
 from analytics.reports.spread import ordered_stats, spread, spread_of
 from analytics.reports.sqltime import binary, unindexed
@@ -43,9 +41,9 @@ async def call_counts(db: AsyncSession, rng: Range, window: timedelta,
     of the range): OUTCOME_COLUMNS, survey_responses, survey_rating_sum, callers, and for the non-caller figures
     (any queue and channel: a second pass when a queue or channel filter applies) seen_callers and
     seen_buying_callers (`_seen_callers`). With `days`, from the day sums and the calls they leave to be read
-    (`_summed_call_counts`)."""
+    (analytics/reports/callcounts.py)."""
     if days is not None:
-        return await _summed_call_counts(db, rng, window, days)
+        return await summed_call_counts(db, rng, window, days)
     calls, live = calls_in(rng, window), live_calls(rng, window, name="calls_live")
     columns = [*outcome_counts(calls), func.count(calls.c.rating).label("survey_responses"),
                func.coalesce(func.sum(calls.c.rating), 0).label("survey_rating_sum"),
@@ -59,68 +57,6 @@ async def call_counts(db: AsyncSession, rng: Range, window: timedelta,
         everyone = calls_in(rng, window, all_queues=True, name="everyone")
         counts.update((await db.execute(select(*_seen_callers(rng, everyone, live)))).one()._mapping)
     return {name: int(value) for name, value in counts.items()}
-
-
-async def _summed_call_counts(db: AsyncSession, rng: Range, window: timedelta, days: factdays.Split) -> dict[str, int]:
-    """call_counts from the sums of the days that serve (analytics/factdays.py) and the calls read: all of those
-    of the row spans, and the unsummed ones of the summed days (their DISTINCT figures, and their seen and bought
-    where the sums could not tell)."""
-    counts: dict[str, int] = {}
-    passes = [(False, True)] if rng.queue_ids is None and rng.channel is None else [(False, False), (True, True)]
-    for all_queues, seen in passes:
-        name = "everyone" if all_queues else "calls_in"
-        found = (await db.execute(_counted_calls(rng, window, days, all_queues, name))).one()._mapping
-        summed = (await db.execute(factdays.summed_calls(days, rng, all_queues, outcomes=not all_queues,
-                                                         seen=seen))).one()._mapping
-        counts.update({key: int(found[key] or 0) + int(value or 0) for key, value in summed.items()})
-    return counts
-
-
-def _counted_calls(rng: Range, window: timedelta, days: factdays.Split, all_queues: bool, name: str):
-    """SELECT: _summed_call_counts' figures of the calls read, in two steps: per (site, visitor) of the callers
-    counted DISTINCT (a call of its own for the others), then over those groups. PostgreSQL hashes the first step,
-    where three DISTINCT aggregates sorted every row three times."""
-    edge, live = calls_in(rng, window, all_queues, name, days), live_calls(rng, window, all_queues, f"{name}_once_live")
-    none = null()
-    read = union_all(
-        select(*(edge.c[column] for column in READ_COLUMNS), edge.c.outcome, edge.c.voicemails, edge.c.rating,
-               literal_column("0").label("summed")),
-        unsummed_calls(rng, days, all_queues).add_columns(none, none, none, literal_column("1")),
-    ).subquery("read")
-    return _two_step(read, live, rng)
-
-
-def _two_step(read, live, rng: Range):
-    """The SELECT of _counted_calls over `read` (the calls read, `summed` 1 for those of summed days)."""
-    c, not_summed = read.c, read.c.summed == 0
-    once = and_(c.repeat_caller == 0, c.visitor_id.not_in(select(live.c.visitor_id)))
-    was_seen = or_(c.seen_before_us >= rng.lo_us, c.seen_after_us < rng.hi_us)
-    seen_bought = and_(was_seen, or_(c.bought_before_us >= rng.lo_us, c.bought_after_us < rng.hi_us))
-    # A summed once-caller's call is counted here only where the sums could not tell.
-    seen_here = or_(not_summed, ~factdays.seen_in_day(read))
-    both_here = or_(not_summed, ~and_(factdays.seen_in_day(read), factdays.bought_in_day(read)))
-    once_key = case((once, c.id)).label("once_key")
-    groups = select(
-        c.visitor_id, once_key, count_if(not_summed).label("calls_offered"),
-        *(count_if(and_(not_summed, c.outcome == outcome)).label(name) for name, outcome in (
-            ("calls_answered", OUTCOME_ANSWERED), ("calls_abandoned", OUTCOME_ABANDONED),
-            ("calls_missed", OUTCOME_MISSED))),
-        func.sum(case((not_summed, c.voicemails))).label("voicemails"),
-        count_if(and_(not_summed, c.rating.is_not(None))).label("survey_responses"),
-        func.sum(case((not_summed, c.rating))).label("survey_rating_sum"),
-        count_if(and_(once, not_summed)).label("once_callers"),
-        count_if(and_(once, seen_here, was_seen)).label("once_seen"),
-        count_if(and_(once, both_here, seen_bought)).label("once_seen_bought"),
-        func.max(case((was_seen, 1), else_=0)).label("any_seen"),
-        func.max(case((seen_bought, 1), else_=0)).label("any_seen_bought"),
-    ).group_by(c.site_id, c.visitor_id, once_key).subquery("groups")
-    g, several = groups.c, groups.c.once_key.is_(None)
-    sums = [func.sum(g[name]).label(name) for name in (*OUTCOME_COLUMNS, "survey_responses", "survey_rating_sum")]
-    return select(*sums,
-                  (func.sum(g.once_callers) + count_distinct(binary(g.visitor_id), several)).label("callers"),
-                  (func.sum(g.once_seen) + count_if(and_(several, g.any_seen == 1))).label("seen_callers"),
-                  (func.sum(g.once_seen_bought) + count_if(and_(several, g.any_seen_bought == 1)))
-                  .label("seen_buying_callers"))
 
 
 async def caller_figures(db: AsyncSession, rng: Range, window: timedelta,

@@ -18,18 +18,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, desc, func, select
+from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.reports.base import Report, answered, attributions, calls_in, count_if, ratio, seconds
+from analytics import factdays
+from analytics.reports.base import RATINGS, Report, answered, attributions, calls_in, count_if, ratio, seconds
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import binary
 from talk.models import Account, Queue, SurveyAnswer
 
-RATINGS = (1, 2, 3, 4, 5)
 SURVEY_COLUMNS = ("dimension", "id", "name", "survey_responses", "survey_rating_sum", "survey_average",
                   *(f"rating_{r}" for r in RATINGS))
 DIMENSIONS = ("all", "queue", "agent", "seller")
@@ -41,24 +42,32 @@ def _name_order(row: tuple) -> tuple:
 
 
 async def survey(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    """One pass over the calls, the answers counted per (queue, channel, person, rating), added up here per
-    dimension: the four groupings in SQL read every call of the range four times (a year: 4 x 50 ms)."""
-    calls = calls_in(rng, window)
-    keys = (calls.c.queue_id, calls.c.channel, calls.c.person_id, calls.c.rating)
-    counted = (await db.execute(select(*keys, func.count()).where(calls.c.rating.is_not(None))
-                                .group_by(*keys))).all()
+    """The answers counted per (queue, channel, person, rating) in one pass over the calls read, and the day sums of
+    the days that serve (analytics/factdays.py), added up here per dimension: four groupings in SQL read every call
+    of the range four times (a year: 4 x 50 ms)."""
+    days = await factdays.split(db, rng)
+    calls = calls_in(rng, window, days=days)
+    keys = (calls.c.queue_id, calls.c.channel, calls.c.person_id)
+    counted = [(*key, Tally(n, rating * n, Counter({rating: n}))) for *key, rating, n in await db.execute(
+        select(*keys, calls.c.rating, func.count()).where(calls.c.rating.is_not(None))
+        .group_by(*keys, calls.c.rating))]
+    if days is not None:
+        summed = factdays.summed_people(days, rng, keys=("queue_id", "channel", "person_id"))
+        counted += [(r["queue_id"], r["channel"], r["person_id"], Tally(int(r["responses"]), int(r["rating_sum"]),
+                     Counter({rating: int(r[f"rated_{rating}"]) for rating in RATINGS})))
+                    for r in (await db.execute(summed)).mappings() if r["responses"]]
     q, a = Queue.__table__, Account.__table__
     queue_names = dict((await db.execute(select(q.c.id, q.c.name).where(
         q.c.id.in_({queue for queue, *_ in counted})))).all())
     person_names = dict((await db.execute(select(a.c.id, a.c.name).where(
-        a.c.id.in_({person for _, _, person, _, _ in counted if person is not None})))).all())
-    tallies: dict[tuple, Counter] = {}  # (dimension, id) -> answers per rating
-    for queue, channel, person, rating, n in counted:
+        a.c.id.in_({person for _, _, person, _ in counted if person is not None})))).all())
+    tallies: dict[tuple, Tally] = {}  # (dimension, id) -> the answers
+    for queue, channel, person, tally in counted:
         keys_of = [("all", None), ("queue", queue)]
         if channel in ("agent", "seller") and person is not None:
             keys_of.append((channel, person))
         for key in keys_of:
-            tallies.setdefault(key, Counter())[rating] += n
+            tallies.setdefault(key, Tally(0, 0, Counter())).add(tally)
     names = {"queue": queue_names, "agent": person_names, "seller": person_names}
     rows = []
     for dimension in DIMENSIONS:
@@ -68,14 +77,26 @@ async def survey(db: AsyncSession, rng: Range, window: timedelta) -> Report:
             if kind == dimension and (dimension == "all" or key in names[dimension]):
                 found.append(_survey_row(dimension, key, names.get(dimension, {}).get(key), tally))
         if dimension == "all" and not found:
-            found = [_survey_row("all", None, None, Counter())]
+            found = [_survey_row("all", None, None, Tally(0, 0, Counter()))]
         rows.extend(found if dimension == "all" else sorted(found, key=_name_order))
     return Report("survey", SURVEY_COLUMNS, rows)
 
 
-def _survey_row(dimension: str, key, name, tally: Counter) -> tuple:
-    n, total = sum(tally.values()), sum(rating * count for rating, count in tally.items())
-    return (dimension, key, name, n, total, ratio(total, n), *(tally[rating] for rating in RATINGS))
+@dataclass
+class Tally:
+    """Survey answers: how many, the sum of their ratings, how many gave each rating."""
+    n: int
+    total: int
+    ratings: Counter
+
+    def add(self, other: "Tally") -> None:
+        self.n, self.total = self.n + other.n, self.total + other.total
+        self.ratings.update(other.ratings)
+
+
+def _survey_row(dimension: str, key, name, tally: Tally) -> tuple:
+    return (dimension, key, name, tally.n, tally.total, ratio(tally.total, tally.n),
+            *(tally.ratings[rating] for rating in RATINGS))
 
 
 COMMENT_COLUMNS = ("call_id", "created_at", "rating", "comment", "queue", "channel", "person_id", "person_name")
@@ -98,6 +119,7 @@ async def survey_comments(db: AsyncSession, rng: Range, window: timedelta) -> Re
     return Report("survey_comments", COMMENT_COLUMNS, rows)
 
 
+PEOPLE_SUMS = ("calls", "answered", "talked", "talk_us", "converted", "responses", "rating_sum")
 PEOPLE_COLUMNS = (
     "role", "id", "name", "calls", "calls_answered", "answer_rate", "talk_total_seconds", "talk_avg_seconds",
     "survey_responses", "survey_average", "calls_converted", "conversion_rate", "conversions", "revenue",
@@ -105,32 +127,36 @@ PEOPLE_COLUMNS = (
 
 
 async def people(db: AsyncSession, rng: Range, window: timedelta) -> Report:
-    calls = calls_in(rng, window)
-    a = Account.__table__
+    days = await factdays.split(db, rng)
+    calls = calls_in(rng, window, days=days)
     talked = calls.c.talk_us.is_not(None)
-    talk_us = calls.c.talk_us
-    statement = (
-        select(calls.c.channel, calls.c.person_id, a.c.name, func.count().label("calls"),
-               count_if(answered(calls)).label("answered"), count_if(talked).label("talked"),
-               func.coalesce(func.sum(case((talked, talk_us), else_=0)), 0).label("talk_us"),
-               func.count(calls.c.rating).label("responses"),
-               func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum"),
-               func.coalesce(func.sum(calls.c.converted), 0).label("converted"))
-        .select_from(calls).outerjoin(a, a.c.id == calls.c.person_id)
-        .group_by(calls.c.channel, calls.c.person_id, a.c.name)
-    )
-    found = (await db.execute(statement)).all()
+    read = (select(calls.c.channel, calls.c.person_id, func.count().label("calls"),
+                   count_if(answered(calls)).label("answered"), count_if(talked).label("talked"),
+                   func.coalesce(func.sum(calls.c.talk_us), 0).label("talk_us"),
+                   func.coalesce(func.sum(calls.c.converted), 0).label("converted"),
+                   func.count(calls.c.rating).label("responses"),
+                   func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum"))
+            .group_by(calls.c.channel, calls.c.person_id))
+    statements = [read] if days is None else [read, factdays.summed_people(days, rng)]
+    found: dict[tuple, Counter] = {}
+    for statement in statements:
+        for r in (await db.execute(statement)).mappings():
+            found.setdefault((r["channel"], r["person_id"]), Counter()).update(
+                {name: int(r[name] or 0) for name in PEOPLE_SUMS})
+    a = Account.__table__
+    names = dict((await db.execute(select(a.c.id, a.c.name).where(
+        a.c.id.in_({person for _, person in found if person is not None})))).all())
     pairs = attributions(rng, window, "channel", "person_id")
     keyed = select(pairs.c.channel, pairs.c.person_id, pairs.c.conversion_id, pairs.c.cents).distinct().subquery()
     money_of = {(r.channel, r.person_id): (int(r.n), int(r.cents)) for r in await db.execute(
         select(keyed.c.channel, keyed.c.person_id, func.count().label("n"), func.sum(keyed.c.cents).label("cents"))
         .group_by(keyed.c.channel, keyed.c.person_id))}
     rows = []
-    for r in found:
-        conversions, revenue_cents = money_of.get((r.channel, r.person_id), (0, 0))
-        rows.append((r.channel, r.person_id, r.name, int(r.calls), int(r.answered), ratio(r.answered, r.calls),
-                     seconds(int(r.talk_us)), seconds(ratio(int(r.talk_us), r.talked)), int(r.responses),
-                     ratio(int(r.rating_sum), r.responses), int(r.converted), ratio(int(r.converted), r.calls),
+    for (channel, person), r in found.items():
+        conversions, revenue_cents = money_of.get((channel, person), (0, 0))
+        rows.append((channel, person, names.get(person), r["calls"], r["answered"], ratio(r["answered"], r["calls"]),
+                     seconds(r["talk_us"]), seconds(ratio(r["talk_us"], r["talked"])), r["responses"],
+                     ratio(r["rating_sum"], r["responses"]), r["converted"], ratio(r["converted"], r["calls"]),
                      conversions, money(revenue_cents)))
     rows.sort(key=lambda row: (row[0], *_name_order(row)))
     return Report("people", PEOPLE_COLUMNS, rows)

@@ -19,13 +19,13 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from analytics import callfacts, factdays
@@ -44,7 +44,7 @@ from talk.db import create_engine, upgrade_schema_async
 from talk.demo import seed_demo
 from talk.models import (
     CallFactConversion, CallFactDay, CallFactDirtyDay, CallFactPage, CallFactPageDay, CallFacts, CallFactsStale,
-    CallRecord, PageEvent, Queue,
+    CallRecord, PageEvent, Queue, Site,
 )
 from talk.settings import Settings
 from talk.voicemails import add_voicemail
@@ -115,15 +115,19 @@ class Db:
 
     async def assert_day_sums_match_the_rows(self) -> None:
         """No day is dirty, the day sums are those of the stored rows (every change of them marked its day), and
-        each call's `unsummed` is what its stored facts give now (kept when its visitor called again)."""
+        each call's `unsummed`, `undecided`, `next_us` and `multisite` are what the stored facts give now."""
         assert await self.all(select(CallFactDirtyDay.day)) == []
         for table, rows_of in ((CallFactPageDay.__table__, factdays.page_sums),
                                (CallFactDay.__table__, factdays.call_sums)):
             stored = {tuple(r) for r in await self.all(select(table))}
             assert stored == {tuple(r) for r in await self.all(rows_of(0, 2**62))}, table.name
             assert stored
-        wrong = func.count().filter(f.c.unsummed != case((factdays.unsummed(f), 1), else_=0))
+        wrong = func.count().filter(or_(f.c.unsummed != case((factdays.unsummed(f), 1), else_=0),
+                                        f.c.undecided != case((factdays.undecided(f), 1), else_=0)))
         assert (await self.all(select(wrong)))[0][0] == 0
+        async with self.session() as db, db.begin():  # next_us and multisite are those the stored calls give now
+            assert list(await db.scalars(callfacts.link_calls())) == []
+            await db.rollback()
         p = CallFactConversion.__table__  # the pairs' copy of repeat_caller, which they are read by
         differ = select(func.count()).select_from(p.join(f, f.c.call_id == p.c.call_id)).where(
             p.c.repeat_caller != f.c.repeat_caller)
@@ -322,12 +326,65 @@ async def visitor_forgotten(t: Db) -> Expect:
     return e
 
 
+async def last_call_deleted(t: Db) -> Expect:
+    """A repeat caller's last call is deleted: their earlier call, summed as followed by it, is their last one now
+    (until refreshed, the stale call's stored facts alone name the visitor)."""
+    earlier = f.alias("earlier")
+    call = await t.pick(f.c.next_us.is_(None), f.c.multisite == 0, exists().where(
+        earlier.c.visitor_id == f.c.visitor_id, earlier.c.site_id == f.c.site_id,
+        earlier.c.next_us == f.c.created_us, earlier.c.created_us < f.c.created_us - 2 * factdays.DAY_US))
+    e = await expect(t, call.id, {call.id}, "calls_by_day", total("calls_offered"), lambda s: s.row is None,
+                     gone=True)
+    async with t.session() as db, db.begin():
+        await db.execute(delete(CallRecord).where(CallRecord.id == call.id))
+    return e
+
+
+async def visitor_on_another_site(t: Db) -> Expect:
+    """A visitor id already calling on one site calls on another (a client may send any id): one caller, but a
+    (site, visitor) pair per site for the non-caller figures."""
+    middle = datetime.combine(FIRST, time(), timezone.utc) + timedelta(days=20)
+    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None), f.c.next_us.is_(None),
+                        c.c.created_at > middle)
+    new_id, created = "c_facts_site_" + secrets.token_hex(4), call.created_at - timedelta(days=3)
+    e = await expect(t, new_id, None, "calls_by_day", total("calls_offered"), lambda s: s.row.multisite == 1)
+    async with t.session() as db, db.begin():
+        site = Site(key="facts-other-" + secrets.token_hex(4), name="Other shop", secret_key="x" * 32,
+                    allowed_origins=[], created_at=created)
+        db.add(site)
+        await db.flush()
+        queue = Queue(site_id=site.id, name="sales", display_name="Sales", created_at=created)
+        db.add(queue)
+        await db.flush()
+    await upsert_call(t, {**call._mapping, "id": new_id, "site_id": site.id, "queue_id": queue.id, "created_at": created,
+                          "ringing_at": created, "answered_at": created + timedelta(seconds=5),
+                          "ended_at": created + timedelta(minutes=1), "end_reason": "completed", "landing_url": None})
+    return e
+
+
+async def called_again_after_a_range(t: Db) -> Expect:
+    """A caller seen in the middle of CASES' New York range calls again after it: in that range their call there is
+    their last (followed by one after hi), so they are a caller and seen in it, though the sums no longer count it."""
+    call = await t.pick(c.c.has_journey.is_(True), c.c.agent_id.is_not(None), f.c.next_us.is_(None),
+                        f.c.multisite == 0, f.c.seen_before_us >= f.c.created_us - factdays.DAY_US // 2,
+                        c.c.created_at >= datetime(2026, 3, 10, tzinfo=timezone.utc),
+                        c.c.created_at < datetime(2026, 3, 25, tzinfo=timezone.utc))
+    new_id, created = "c_facts_again_" + secrets.token_hex(4), datetime(2026, 3, 31, 12, tzinfo=timezone.utc)
+    e = await expect(t, call.id, {new_id}, "calls_by_day", total("calls_offered"),
+                     lambda s: s.row.next_us is not None)
+    await upsert_call(t, {**call._mapping, "id": new_id, "created_at": created, "ringing_at": created,
+                          "answered_at": created + timedelta(seconds=5), "ended_at": created + timedelta(minutes=1),
+                          "end_reason": "completed", "landing_url": None})
+    return e
+
+
 WRITES: dict[str, Callable[[Db], Awaitable[Expect]]] = {
     "a-page-view-after-call": page_view_after_call, "b-landing-page-view": landing_page_view,
     "c-conversion": conversion_after_call, "d-survey-answer": survey_answer, "e-voicemail": voicemail,
     "f-call-updated": call_updated, "h-call-inserted": call_inserted, "j-queue-seller": seller_changed,
     "g-visitor-forgotten": visitor_forgotten, "k-session-shared": session_shared,
-    "l-seen-the-day-before": seen_the_day_before,
+    "l-seen-the-day-before": seen_the_day_before, "m-last-call-deleted": last_call_deleted,
+    "n-visitor-on-another-site": visitor_on_another_site, "o-called-again-after-a-range": called_again_after_a_range,
 }
 
 
