@@ -540,7 +540,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--events", default="1m,10m", help="dataset sizes in events (default 1m,10m: 200,000 and "
                    "2,000,000 visitors)")
     p.add_argument("--engines", default="sqlite,postgresql", help="default sqlite,postgresql")
-    p.add_argument("--reps", type=int, default=15, help="timed runs per view after a warm-up (default 15)")
+    # 20: the p95 by nearest rank of fewer than 20 runs is their maximum, which one stall of the process decides
+    # (docs/benchmarks.md: Python's full garbage collections, 70-140 ms, about one per 22 reports).
+    p.add_argument("--reps", type=int, default=20, help="timed runs per view after a warm-up (default 20)")
     p.add_argument("--ranges", default="7,30,90,365", help="days ending on --end (default 7,30,90,365)")
     p.add_argument("--tz", default="Europe/Berlin", help="the reports' time zone (default Europe/Berlin)")
     p.add_argument("--window-days", type=float, default=7.0, help="attribution window (default 7, the product's)")

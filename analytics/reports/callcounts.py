@@ -50,6 +50,7 @@ async def summed_call_counts(db: AsyncSession, rng: Range, window: timedelta,
 
 
 async def _added(db: AsyncSession, read, summed) -> dict[str, int]:
+    """The figures of the calls read plus the sums', by the sums' names."""
     found = (await db.execute(read)).one()._mapping
     sums = (await db.execute(summed)).one()._mapping
     return {name: int(found[name] or 0) + int(sums[name] or 0) for name in sums.keys()}
@@ -106,6 +107,8 @@ def _summed_rows(rng: Range, days: factdays.Split, part: int, *conditions, next_
 
 
 def _count_last(read, rng: Range):
+    """SELECT over _last_calls' rows: the outcomes of the row spans' calls, and the callers, seen callers and seen
+    buying callers the sums do not count: by their last call in range, or DISTINCT (stale or multi-site visitors)."""
     c = read.c
     distinct = or_(c.multisite == 1, c.visitor_id.in_(stale_visitors()))
     last = and_(~distinct, or_(c.next_us.is_(None), c.next_us >= rng.hi_us))
