@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from analytics.reports.base import (
-    OUTCOME_ANSWERED, RATINGS, US, count_if, outcome_counts, site_queue_channel, stale_visitors,
+    RATINGS, US, answered, count_if, outcome_counts, site_queue_channel, stale_visitors, survey_counts,
 )
 from analytics.reports.filters import Range
 from talk.models import (
@@ -93,9 +93,19 @@ def page_sums(lo_us: int, hi_us: int):
 
 
 PERSON_KEYS = ("day", "site_id", "queue_id", "channel", "person_id")
-PERSON_SUMS = ("calls", "answered", "talked", "talk_us", "converted", "responses", "rating_sum",
-               *(f"rated_{rating}" for rating in RATINGS))
+PERSON_FIGURES = ("calls", "answered", "talked", "talk_us", "converted", "responses", "rating_sum")
+PERSON_SUMS = (*PERSON_FIGURES, *(f"rated_{rating}" for rating in RATINGS))
 NO_PERSON = 0  # call_fact_person_days.person_id of calls with no person (account ids start at 1)
+
+
+def person_figures(calls) -> list[ColumnElement]:
+    """PERSON_FIGURES: aggregates over `calls` (call_facts, or calls_in's rows) that the person sums keep."""
+    return [func.count().label("calls"), count_if(answered(calls)).label("answered"),
+            count_if(calls.c.talk_us.is_not(None)).label("talked"),
+            func.coalesce(func.sum(calls.c.talk_us), 0).label("talk_us"),
+            func.coalesce(func.sum(calls.c.converted), 0).label("converted"),
+            func.count(calls.c.rating).label("responses"),
+            func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum")]
 
 
 def person_sums(lo_us: int, hi_us: int):
@@ -103,11 +113,7 @@ def person_sums(lo_us: int, hi_us: int):
     f = CallFacts.__table__
     keys = [(f.c.created_us // DAY_US).label("day"), f.c.site_id, f.c.queue_id, f.c.channel,
             func.coalesce(f.c.person_id, NO_PERSON).label("person_id")]
-    talked = f.c.talk_us.is_not(None)
-    return (select(*keys, func.count(), count_if(f.c.outcome == OUTCOME_ANSWERED), count_if(talked),
-                   func.coalesce(func.sum(f.c.talk_us), 0), func.coalesce(func.sum(f.c.converted), 0),
-                   func.count(f.c.rating), func.coalesce(func.sum(f.c.rating), 0),
-                   *(count_if(f.c.rating == rating) for rating in RATINGS))
+    return (select(*keys, *person_figures(f), *(count_if(f.c.rating == rating) for rating in RATINGS))
             .where(f.c.created_us >= lo_us, f.c.created_us < hi_us).group_by(*keys))
 
 
@@ -167,7 +173,7 @@ def call_sums(lo_us: int, hi_us: int):
              .where(p.c.created_us >= lo_us, p.c.created_us < hi_us, p.c.repeat_caller == 0)
              .group_by(p.c.created_us, p.c.call_id).subquery("pairs"))
     keys, last = [day, f.c.site_id, f.c.queue_id, f.c.channel], last_call(f)
-    return (select(*keys, *outcome_counts(f), func.count(f.c.rating), func.coalesce(func.sum(f.c.rating), 0),
+    return (select(*keys, *outcome_counts(f), *survey_counts(f),
                    count_if(once), count_if(and_(once, f.c.converted == 1)),
                    func.coalesce(func.sum(pairs.c.n), 0), func.coalesce(func.sum(pairs.c.cents), 0),
                    count_if(last), count_if(and_(last, seen_in_day(f))),

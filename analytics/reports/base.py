@@ -309,11 +309,24 @@ def count_distinct(value, condition) -> ColumnElement[int]:
     return func.count(value.distinct()).filter(condition)
 
 
-def outcome_counts(calls) -> list[ColumnElement]:
-    """calls_offered, calls_answered, calls_abandoned, calls_missed, voicemails (aggregates over `calls`)."""
-    return [func.count().label("calls_offered"), count_if(answered(calls)).label("calls_answered"),
-            count_if(abandoned(calls)).label("calls_abandoned"), count_if(missed(calls)).label("calls_missed"),
-            func.coalesce(func.sum(calls.c.voicemails), 0).label("voicemails")]
+def outcome_counts(calls, where=None) -> list[ColumnElement]:
+    """calls_offered, calls_answered, calls_abandoned, calls_missed, voicemails (aggregates over `calls`, or over
+    its rows that are `where`)."""
+    return [_only(func.count(), where).label("calls_offered"),
+            _only(count_if(answered(calls)), where).label("calls_answered"),
+            _only(count_if(abandoned(calls)), where).label("calls_abandoned"),
+            _only(count_if(missed(calls)), where).label("calls_missed"),
+            func.coalesce(_only(func.sum(calls.c.voicemails), where), 0).label("voicemails")]
+
+
+def survey_counts(calls, where=None) -> list[ColumnElement]:
+    """survey_responses, survey_rating_sum (aggregates over `calls`, or over its rows that are `where`)."""
+    return [_only(func.count(calls.c.rating), where).label("survey_responses"),
+            func.coalesce(_only(func.sum(calls.c.rating), where), 0).label("survey_rating_sum")]
+
+
+def _only(aggregate, where):
+    return aggregate if where is None else aggregate.filter(where)
 
 
 OUTCOME_COLUMNS = ("calls_offered", "calls_answered", "calls_abandoned", "calls_missed", "voicemails")

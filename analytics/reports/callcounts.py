@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import factdays
 from analytics.reports.base import (
-    OUTCOME_ABANDONED, OUTCOME_ANSWERED, OUTCOME_COLUMNS, OUTCOME_MISSED, READ_COLUMNS, calls_in, count_distinct,
-    count_if, live_calls, site_queue_channel, stale_visitors, unsummed_calls,
+    OUTCOME_COLUMNS, READ_COLUMNS, calls_in, count_distinct, count_if, live_calls, outcome_counts,
+    site_queue_channel, stale_visitors, survey_counts, unsummed_calls,
 )
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import binary, unindexed
@@ -56,15 +56,9 @@ async def _added(db: AsyncSession, read, summed) -> dict[str, int]:
     return {name: int(found[name] or 0) + int(sums[name] or 0) for name in sums.keys()}
 
 
-def _outcomes(c, here) -> list:
+def _outcomes(read, here) -> list:
     """The outcome and survey figures of the rows `here` (the others are in the sums)."""
-    return [count_if(here).label("calls_offered"),
-            *(count_if(and_(here, c.outcome == outcome)).label(name) for name, outcome in (
-                ("calls_answered", OUTCOME_ANSWERED), ("calls_abandoned", OUTCOME_ABANDONED),
-                ("calls_missed", OUTCOME_MISSED))),
-            func.sum(case((here, c.voicemails))).label("voicemails"),
-            count_if(and_(here, c.rating.is_not(None))).label("survey_responses"),
-            func.sum(case((here, c.rating))).label("survey_rating_sum")]
+    return [*outcome_counts(read, here), *survey_counts(read, here)]
 
 
 # ---------------------------------------------------------------------------------------------- by last call
@@ -120,7 +114,7 @@ def _count_last(read, rng: Range):
     both_here = or_(~undecided, ~and_(factdays.seen_in_day(read), factdays.bought_in_day(read)))
     pair = cast(c.site_id, String) + literal(" ") + c.visitor_id
     return select(
-        *_outcomes(c, c.part == ROWS),
+        *_outcomes(read, c.part == ROWS),
         (count_if(and_(last, ~undecided)) + count_distinct(binary(c.visitor_id), distinct)).label("callers"),
         (count_if(and_(last, seen, seen_here)) + count_distinct(binary(pair), and_(distinct, seen)))
         .label("seen_callers"),
@@ -146,7 +140,7 @@ def _filtered_calls(rng: Range, window: timedelta, days: factdays.Split):
     c, not_summed = read.c, read.c.summed == 0
     once = and_(c.repeat_caller == 0, c.visitor_id.not_in(select(live.c.visitor_id)))
     once_key = case((once, c.id)).label("once_key")
-    groups = select(c.visitor_id, once_key, *_outcomes(c, not_summed),
+    groups = select(c.visitor_id, once_key, *_outcomes(read, not_summed),
                     count_if(and_(once, not_summed)).label("once_callers"),
                     ).group_by(c.site_id, c.visitor_id, once_key).subquery("groups")
     g = groups.c

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from analytics import buyerviews, factdays, visitordays
 from analytics.reports.base import (
     Report, attributions, calls_in, count_callers, count_if, in_range, live_calls, outcome_counts, ratio,
+    survey_counts,
 )
 from analytics.reports.callcounts import summed_call_counts
 from analytics.reports.filters import Range
@@ -45,9 +46,7 @@ async def call_counts(db: AsyncSession, rng: Range, window: timedelta,
     if days is not None:
         return await summed_call_counts(db, rng, window, days)
     calls, live = calls_in(rng, window), live_calls(rng, window, name="calls_live")
-    columns = [*outcome_counts(calls), func.count(calls.c.rating).label("survey_responses"),
-               func.coalesce(func.sum(calls.c.rating), 0).label("survey_rating_sum"),
-               count_callers(calls, live).label("callers")]
+    columns = [*outcome_counts(calls), *survey_counts(calls), count_callers(calls, live).label("callers")]
     all_queues = rng.queue_ids is None and rng.channel is None
     if all_queues and not rng.recount:
         columns += _seen_callers(rng, calls, live)

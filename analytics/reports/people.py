@@ -25,7 +25,7 @@ from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import factdays
-from analytics.reports.base import RATINGS, Report, answered, attributions, calls_in, count_if, ratio, seconds
+from analytics.reports.base import RATINGS, Report, attributions, calls_in, ratio, seconds
 from analytics.reports.conversion import money
 from analytics.reports.filters import Range
 from analytics.reports.sqltime import binary
@@ -119,7 +119,6 @@ async def survey_comments(db: AsyncSession, rng: Range, window: timedelta) -> Re
     return Report("survey_comments", COMMENT_COLUMNS, rows)
 
 
-PEOPLE_SUMS = ("calls", "answered", "talked", "talk_us", "converted", "responses", "rating_sum")
 PEOPLE_COLUMNS = (
     "role", "id", "name", "calls", "calls_answered", "answer_rate", "talk_total_seconds", "talk_avg_seconds",
     "survey_responses", "survey_average", "calls_converted", "conversion_rate", "conversions", "revenue",
@@ -129,20 +128,14 @@ PEOPLE_COLUMNS = (
 async def people(db: AsyncSession, rng: Range, window: timedelta) -> Report:
     days = await factdays.split(db, rng)
     calls = calls_in(rng, window, days=days)
-    talked = calls.c.talk_us.is_not(None)
-    read = (select(calls.c.channel, calls.c.person_id, func.count().label("calls"),
-                   count_if(answered(calls)).label("answered"), count_if(talked).label("talked"),
-                   func.coalesce(func.sum(calls.c.talk_us), 0).label("talk_us"),
-                   func.coalesce(func.sum(calls.c.converted), 0).label("converted"),
-                   func.count(calls.c.rating).label("responses"),
-                   func.coalesce(func.sum(calls.c.rating), 0).label("rating_sum"))
-            .group_by(calls.c.channel, calls.c.person_id))
+    read = select(calls.c.channel, calls.c.person_id, *factdays.person_figures(calls)).group_by(
+        calls.c.channel, calls.c.person_id)
     statements = [read] if days is None else [read, factdays.summed_people(days, rng)]
     found: dict[tuple, Counter] = {}
     for statement in statements:
         for r in (await db.execute(statement)).mappings():
             found.setdefault((r["channel"], r["person_id"]), Counter()).update(
-                {name: int(r[name] or 0) for name in PEOPLE_SUMS})
+                {name: int(r[name] or 0) for name in factdays.PERSON_FIGURES})
     a = Account.__table__
     names = dict((await db.execute(select(a.c.id, a.c.name).where(
         a.c.id.in_({person for _, person in found if person is not None})))).all())
